@@ -1,0 +1,95 @@
+// `gatehouse` command line. Admin commands work directly on the store, so they run with or
+// without a live gateway.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError, loadConfig } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
+import { KeyError } from '../identity/keys.ts';
+import { keysCommand } from './keys.ts';
+import { serveCommand } from './serve.ts';
+import { sessionsCommand } from './sessions.ts';
+import { verifyCommand } from './verify.ts';
+
+export class UsageError extends Error {}
+
+const USAGE = `usage: gatehouse <command> [options]
+
+commands:
+  serve [--config FILE] [--demo]         run the gateway (--demo adds an embedded demo target)
+  keys create --name NAME [--kind agent|human] [--groups a,b] [--connections x,y] [--expires 30d]
+  keys list                              list identities and their keys' state
+  keys revoke NAME                       revoke a key; its live sessions close within 5 s
+  sessions list [--limit N]              recent sessions
+  sessions show ID                       a session's timeline: each statement, then its result
+  sessions export ID --out FILE          an offline-verifiable bundle of one session
+  verify [--bundle FILE] [--pubkey FILE] check the journal (or a bundle); exit 0 when intact
+
+every command takes --config FILE (or GATEHOUSE_CONFIG); --json prints data as JSON`;
+
+export interface CliContext {
+  config: Config;
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  json: boolean;
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+const options = {
+  config: { type: 'string', short: 'c' },
+  json: { type: 'boolean' },
+  demo: { type: 'boolean' },
+  name: { type: 'string' },
+  kind: { type: 'string' },
+  groups: { type: 'string' },
+  connections: { type: 'string' },
+  expires: { type: 'string' },
+  limit: { type: 'string' },
+  out: { type: 'string' },
+  bundle: { type: 'string' },
+  pubkey: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} satisfies ParseArgsConfig['options'];
+
+export async function main(argv: string[]): Promise<number> {
+  const out = (s: string) => process.stdout.write(s + '\n');
+  const err = (s: string) => process.stderr.write(s + '\n');
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    err(`gatehouse: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const [command, ...positionals] = parsed.positionals;
+  if (!command || parsed.values.help) {
+    (command ? out : err)(USAGE);
+    return command ? 0 : 2;
+  }
+  try {
+    const config = loadConfig(parsed.values.config as string | undefined);
+    const ctx: CliContext = { config, values: parsed.values as CliContext['values'], positionals, json: !!parsed.values.json, out, err };
+    switch (command) {
+      case 'serve':
+        return await serveCommand(ctx);
+      case 'keys':
+        return await keysCommand(ctx);
+      case 'sessions':
+        return await sessionsCommand(ctx);
+      case 'verify':
+        return await verifyCommand(ctx);
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`gatehouse: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof ConfigError || e instanceof KeyError) {
+      err(`gatehouse: ${e.message}`);
+      return 2;
+    }
+    err(`gatehouse: ${(e as Error).message}`);
+    return 1;
+  }
+}

@@ -1,0 +1,67 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import YAML from 'yaml';
+import { configSchema, type Config } from './schema.ts';
+import { ConfigError, resolveSecret } from './secrets.ts';
+
+export { ConfigError };
+
+/** Loads and validates the config. It throws on the first problem, so the gateway never starts half-configured. */
+export function loadConfig(path?: string): Config {
+  const file = path ?? process.env.GATEHOUSE_CONFIG;
+  let raw: unknown = {};
+  let configDir = process.cwd();
+  if (file) {
+    const full = resolve(file);
+    configDir = dirname(full);
+    let text: string;
+    try {
+      text = readFileSync(full, 'utf8');
+    } catch (e) {
+      throw new ConfigError('--config', `cannot read ${full}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    try {
+      raw = YAML.parse(text) ?? {};
+    } catch (e) {
+      throw new ConfigError(full, `not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  return parseConfig(raw, configDir);
+}
+
+export function parseConfig(raw: unknown, configDir: string): Config {
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = formatPath(issue.path, raw) || '(top level)';
+    throw new ConfigError(field, issue.message);
+  }
+  const cfg: Config = { ...parsed.data, configDir };
+  cfg.dataDir = resolve(configDir, cfg.dataDir);
+  const seen = new Set<string>();
+  cfg.connections.forEach((c, i) => {
+    const field = `connections[${i}]`;
+    if (seen.has(c.name)) throw new ConfigError(`${field}.name`, `duplicate connection name "${c.name}"`);
+    seen.add(c.name);
+    if (c.password !== undefined) c.password = resolveSecret(c.password, `${field}.password`, configDir);
+    if (c.ca !== undefined) c.ca = resolveSecret(c.ca, `${field}.ca`, configDir);
+  });
+  if (cfg.tls.cert) cfg.tls.cert = resolveSecret(cfg.tls.cert, 'tls.cert', configDir);
+  if (cfg.tls.key) cfg.tls.key = resolveSecret(cfg.tls.key, 'tls.key', configDir);
+  if (!!cfg.tls.cert !== !!cfg.tls.key) throw new ConfigError('tls', 'set both cert and key, or neither (a certificate is then generated)');
+  return cfg;
+}
+
+/** connections[0].port rather than connections.0.port, and the connection's name where known. */
+function formatPath(path: PropertyKey[], raw: unknown): string {
+  let out = '';
+  let node: any = raw;
+  for (const p of path) {
+    if (typeof p === 'number') {
+      const n = node?.[p]?.name;
+      out += `[${p}]` + (typeof n === 'string' && path.length > 2 ? '' : '');
+    } else out += (out ? '.' : '') + String(p);
+    node = node?.[p as any];
+  }
+  return out;
+}

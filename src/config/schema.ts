@@ -1,0 +1,75 @@
+// The YAML config, validated with zod. Every field a user can get wrong has a message
+// that says what is expected.
+import { z } from 'zod';
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:15432');
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'expected 1-63 letters, digits, "_", "." or "-"');
+
+export const postgresConnection = z.strictObject({
+  name,
+  type: z.literal('postgres'),
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(5432),
+  database: z.string().min(1),
+  user: z.string().min(1),
+  password: z.string().optional(),
+  tls: z.enum(['disable', 'prefer', 'require', 'verify-full']).default('prefer'),
+  /** PEM CA bundle (or file:/env: ref) for verify-full; the system store when absent */
+  ca: z.string().optional(),
+});
+
+export const configSchema = z.strictObject({
+  dataDir: z.string().default('.gatehouse'),
+  store: z
+    .string()
+    .default('sqlite')
+    .refine((s) => s === 'sqlite' || /^postgres(ql)?:\/\//.test(s), 'expected "sqlite" or a postgres:// URL'),
+  listen: z
+    .strictObject({
+      api: hostPort.optional(),
+      postgres: hostPort.optional(),
+    })
+    .default({ api: '127.0.0.1:18080', postgres: '127.0.0.1:15432' }),
+  tls: z
+    .strictObject({
+      cert: z.string().optional(),
+      key: z.string().optional(),
+      /** allow clients to connect without TLS (cleartext password auth is still refused) */
+      allowPlaintext: z.boolean().default(false),
+    })
+    .default({ allowPlaintext: false }),
+  postgres: z
+    .strictObject({
+      /** how clients prove their key: SCRAM (the key never crosses the wire) or cleartext over TLS */
+      clientAuth: z.enum(['scram-sha-256', 'password']).default('scram-sha-256'),
+    })
+    .default({ clientAuth: 'scram-sha-256' }),
+  journal: z
+    .strictObject({
+      fsync: z.boolean().default(false),
+      checkpointEvery: z.number().int().min(1).default(1000),
+      checkpointIntervalSeconds: z.number().min(0.1).default(10),
+      /** first result rows kept in each result event */
+      resultRows: z.number().int().min(0).max(1000).default(10),
+      /** bytes of one recorded value (a parameter, a cell) before it is cut */
+      maxValueBytes: z.number().int().min(16).max(1 << 20).default(1024),
+    })
+    .default({ fsync: false, checkpointEvery: 1000, checkpointIntervalSeconds: 10, resultRows: 10, maxValueBytes: 1024 }),
+  limits: z
+    .strictObject({
+      maxClientConnections: z.number().int().min(1).default(1000),
+      /** largest single protocol message a client may send */
+      maxMessageBytes: z.number().int().min(1024).max(1 << 30).default(64 << 20),
+      authTimeoutSeconds: z.number().min(1).default(15),
+    })
+    .default({ maxClientConnections: 1000, maxMessageBytes: 64 << 20, authTimeoutSeconds: 15 }),
+  connections: z.array(z.discriminatedUnion('type', [postgresConnection])).default([]),
+});
+
+export type RawConfig = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema> & { configDir: string };
+export type PostgresConnection = z.output<typeof postgresConnection>;
+export type Connection = PostgresConnection;

@@ -1,0 +1,101 @@
+// Assembles a running gateway from a validated config: store, signer, journal, guard,
+// session registry, and the listeners. `close()` stops all of it.
+import type { Config } from './config/schema.ts';
+import { Guard } from './guard/guard.ts';
+import { loadPostgresParser } from './guard/sql-postgres.ts';
+import { Journal } from './journal/journal.ts';
+import { loadOrCreateSigner, type Signer } from './journal/signer.ts';
+import { CancelMap, type PgGatewayContext } from './protocols/postgres/client.ts';
+import { startPostgresListener, type Listener } from './protocols/postgres/listener.ts';
+import { SessionRegistry } from './session/registry.ts';
+import { openStore, type Store } from './store/db.ts';
+import { storeOptions } from './store/options.ts';
+import { loadTlsMaterial } from './util/tls-material.ts';
+import { startApi } from './api/server.ts';
+import { splitHostPort } from './util/hostport.ts';
+
+export interface Gateway {
+  config: Config;
+  store: Store;
+  journal: Journal;
+  signer: Signer;
+  registry: SessionRegistry;
+  ports: { postgres?: number; api?: number };
+  close(): Promise<void>;
+}
+
+export type Log = (msg: string, fields?: Record<string, unknown>) => void;
+
+export async function startGateway(config: Config, log: Log): Promise<Gateway> {
+  const store = await openStore(storeOptions(config));
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    const signer = loadOrCreateSigner(config.dataDir);
+    const journal = await Journal.open(store, signer, {
+      checkpointEvery: config.journal.checkpointEvery,
+      checkpointIntervalMs: config.journal.checkpointIntervalSeconds * 1000,
+    });
+    journal.onError = (err) => log('journal write failed', { error: err.message });
+    closers.push(() => journal.close());
+    const registry = new SessionRegistry();
+    registry.watchRevocations(store.db);
+    closers.push(async () => registry.stop());
+    const guard = new Guard();
+    await loadPostgresParser();
+    const ports: Gateway['ports'] = {};
+
+    if (config.listen.postgres) {
+      const tlsMat = await loadTlsMaterial(config.dataDir, config.tls.cert, config.tls.key);
+      const ctx: PgGatewayContext = {
+        store,
+        journal,
+        guard,
+        registry,
+        tlsContext: tlsMat.context,
+        allowPlaintext: config.tls.allowPlaintext,
+        clientAuth: config.postgres.clientAuth,
+        connections: new Map(config.connections.filter((c) => c.type === 'postgres').map((c) => [c.name, c])),
+        cancels: new CancelMap(),
+        limits: {
+          maxMessageBytes: config.limits.maxMessageBytes,
+          authTimeoutMs: config.limits.authTimeoutSeconds * 1000,
+          sampleRows: config.journal.resultRows,
+          maxValueBytes: config.journal.maxValueBytes,
+        },
+        log,
+      };
+      const [host, port] = splitHostPort(config.listen.postgres, 'listen.postgres');
+      const l: Listener = await startPostgresListener(ctx, host, port, config.limits.maxClientConnections);
+      ports.postgres = l.port;
+      closers.push(() => l.close());
+    }
+    if (config.listen.api) {
+      const [host, port] = splitHostPort(config.listen.api, 'listen.api');
+      const api = await startApi({ store, journal, signer, registry }, host, port);
+      ports.api = api.port;
+      closers.push(() => api.close());
+    }
+
+    let closed = false;
+    return {
+      config,
+      store,
+      journal,
+      signer,
+      registry,
+      ports,
+      async close() {
+        if (closed) return;
+        closed = true;
+        for (const s of registry.all()) s.kill('gateway shutting down');
+        // Listeners first, the journal last, so that the final events are recorded.
+        for (const c of closers.reverse()) await c().catch((e) => log('shutdown step failed', { error: (e as Error).message }));
+        await store.close();
+      },
+    };
+  } catch (e) {
+    for (const c of closers.reverse()) await c().catch(() => {});
+    await store.close();
+    throw e;
+  }
+}

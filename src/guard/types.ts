@@ -1,0 +1,26 @@
+// The guard's vocabulary, shared by every protocol. Nothing here knows a wire format.
+
+/** A protocol-neutral command: a SQL statement, a shell command, an HTTP request, a tool call. */
+export interface Command {
+  kind: 'sql' | 'shell' | 'exec' | 'http' | 'tool';
+  text: string;
+  dialect?: 'postgres' | 'mysql';
+  /** bound parameters, already bounded and rendered for the record */
+  params?: unknown[];
+  meta?: Record<string, unknown>;
+}
+
+/** The one denial shape, mapped by each adapter onto its protocol's error. */
+export interface Denial {
+  code: string;
+  rule: string;
+  reason: string;
+  hint: string;
+  reviewId?: string;
+  retryAfter?: number;
+}
+
+export type Verdict =
+  | { action: 'allow'; rule: string }
+  | { action: 'block'; rule: string; denial: Denial }
+  | { action: 'review'; rule: string; denial: Denial };

@@ -1,0 +1,286 @@
+// The relay after authentication. Client → target: messages that run something (Query,
+// Execute, FunctionCall) are turned into Commands and forwarded only once the session has
+// recorded them; everything else streams through in order. Target → client: bytes pass
+// through untouched and unbuffered while the tracker reads them to record results.
+import type { Duplex } from 'node:stream';
+import type { Command } from '../../guard/types.ts';
+import type { Execution, Session } from '../../session/session.ts';
+import { splitPostgres } from '../../guard/sql-postgres.ts';
+import {
+  FrameScanner,
+  ProtocolError,
+  decodeBind,
+  decodeExecute,
+  decodeParse,
+  decodeQuery,
+  decodeTarget,
+  errorResponse,
+} from './codec.ts';
+import { ResponseTracker, newStatement } from './tracker.ts';
+
+export interface RelayLimits {
+  maxMessageBytes: number;
+  sampleRows: number;
+  maxValueBytes: number;
+  maxParams: number;
+}
+
+interface Portal {
+  text: string;
+  params: unknown[];
+  resultFormats: number[];
+}
+
+/** An item of the client → target stream: bytes, or a point where forwarding waits. */
+type OutItem = Buffer | (() => Promise<Buffer | null>);
+
+export class Relay {
+  private readonly tracker: ResponseTracker;
+  private readonly statements = new Map<string, string>();
+  private readonly portals = new Map<string, Portal>();
+  private readonly out: OutItem[] = [];
+  private pumping = false;
+  private holding = false;
+  private ended = false;
+  private terminating = false;
+  private readonly fromClient: FrameScanner;
+  private readonly fromServer: FrameScanner;
+  onEnd: ((reason: string) => void) | null = null;
+
+  constructor(
+    private readonly session: Session,
+    private readonly client: Duplex,
+    private readonly server: Duplex,
+    private readonly limits: RelayLimits,
+  ) {
+    this.tracker = new ResponseTracker({ sampleRows: limits.sampleRows, maxValueBytes: limits.maxValueBytes });
+    this.fromClient = new FrameScanner(
+      {
+        // CopyData streams through; every other client message is small enough to read whole.
+        want: (type) => type !== 0x64,
+        onFrame: (type, f) => this.clientMessage(type, f),
+        onBytes: (b) => this.out.push(b),
+        onSkipped: (_t, len) => {
+          const st = this.tracker.current();
+          if (st) st.bytesIn += len;
+        },
+      },
+      limits.maxMessageBytes,
+    );
+    this.fromServer = new FrameScanner(
+      {
+        want: (type) => (type === 0x44 ? this.tracker.wantsRow() : type !== 0x64),
+        onFrame: (type, f) => this.tracker.onFrame(type, f),
+        onBytes: () => {},
+        onSkipped: (type, len) => this.tracker.onSkipped(type, len),
+      },
+      // The target is trusted more than a client, but a bound keeps a broken one from exhausting memory.
+      1 << 30,
+    );
+  }
+
+  start(initialFromServer: Buffer[]): void {
+    const { client, server } = this;
+    for (const b of initialFromServer) this.serverData(b);
+    client.on('data', (chunk: Buffer) => this.clientData(chunk));
+    server.on('data', (chunk: Buffer) => this.serverData(chunk));
+    client.on('drain', () => server.resume());
+    server.on('drain', () => {
+      if (!this.holding) client.resume();
+    });
+    client.on('close', () => this.end('client disconnected'));
+    server.on('close', () => this.end('target closed the connection'));
+    client.on('error', () => this.end('client connection error'));
+    server.on('error', () => this.end('target connection error'));
+    client.resume();
+    server.resume();
+  }
+
+  /** Ends the session from outside (revocation, shutdown) with a FATAL error to the client. */
+  kill(code: string, message: string): void {
+    if (this.ended) return;
+    this.client.write(errorResponse({ severity: 'FATAL', code, message }));
+    this.end(message);
+  }
+
+  private serverData(chunk: Buffer): void {
+    if (this.ended) return;
+    try {
+      this.fromServer.push(chunk);
+    } catch {
+      this.end('target sent an invalid message');
+      return;
+    }
+    if (!this.client.write(chunk)) this.server.pause();
+  }
+
+  private clientData(chunk: Buffer): void {
+    if (this.ended) return;
+    try {
+      this.fromClient.push(chunk);
+    } catch (e) {
+      const message = e instanceof ProtocolError ? e.message : 'invalid message';
+      this.kill(e instanceof ProtocolError ? e.sqlstate : '08P01', message);
+      return;
+    }
+    void this.pump();
+  }
+
+  private clientMessage(type: number, f: Buffer): void {
+    switch (type) {
+      case 0x51 /* Q */: {
+        const text = decodeQuery(f);
+        const stmts = splitPostgres(text);
+        const sts = stmts.map(() => newStatement(null));
+        const entry = { kind: 'query' as const, sts, idx: 0 };
+        this.tracker.push(entry);
+        this.hold(f, async () => {
+          const execs = await Promise.all(stmts.map((s) => this.run({ kind: 'sql', dialect: 'postgres', text: s.text, meta: { statementType: s.type, ...(stmts.length > 1 ? { batch: stmts.length } : {}) } })));
+          execs.forEach((e, i) => (sts[i]!.exec = e));
+        });
+        return;
+      }
+      case 0x50 /* P Parse */: {
+        const p = decodeParse(f);
+        this.statements.set(p.name, p.text);
+        this.tracker.push({ kind: 'parse' });
+        break;
+      }
+      case 0x42 /* B Bind */: {
+        const b = decodeBind(f);
+        this.portals.set(b.portal, {
+          text: this.statements.get(b.statement) ?? '',
+          params: this.renderParams(b.params, b.formats),
+          resultFormats: b.resultFormats,
+        });
+        this.tracker.push({ kind: 'bind' });
+        break;
+      }
+      case 0x44 /* D Describe */:
+        decodeTarget(f);
+        this.tracker.push({ kind: 'describe' });
+        break;
+      case 0x45 /* E Execute */: {
+        const { portal } = decodeExecute(f);
+        const p = this.portals.get(portal);
+        const st = newStatement(null, p?.resultFormats ?? []);
+        this.tracker.push({ kind: 'execute', st });
+        this.hold(f, async () => {
+          st.exec = await this.run({ kind: 'sql', dialect: 'postgres', text: p?.text ?? '', params: p?.params, meta: { protocol: 'extended', portal } });
+        });
+        return;
+      }
+      case 0x43 /* C Close */: {
+        const t = decodeTarget(f);
+        if (t.kind === 'S') this.statements.delete(t.name);
+        else this.portals.delete(t.name);
+        this.tracker.push({ kind: 'close' });
+        break;
+      }
+      case 0x53 /* S Sync */:
+        this.tracker.push({ kind: 'sync' });
+        break;
+      case 0x46 /* F FunctionCall */: {
+        const st = newStatement(null);
+        this.tracker.push({ kind: 'query', sts: [st], idx: 0 });
+        this.hold(f, async () => {
+          st.exec = await this.run({ kind: 'sql', dialect: 'postgres', text: `-- fastpath function call (oid ${f.length >= 9 ? f.readInt32BE(5) : 0})`, meta: { protocol: 'function-call' } });
+        });
+        return;
+      }
+      case 0x58 /* X Terminate */:
+        this.out.push(f);
+        this.terminating = true;
+        return;
+      case 0x48 /* H Flush */:
+      case 0x63 /* c CopyDone */:
+      case 0x66 /* f CopyFail */:
+        break;
+      default:
+        throw new ProtocolError(`unexpected message type "${String.fromCharCode(type)}" from client`);
+    }
+    this.out.push(f);
+  }
+
+  /** Queues a message that may be forwarded only after `record` has durably run. */
+  private hold(f: Buffer, record: () => Promise<void>): void {
+    // Copy: the frame may be a view into a chunk that the socket reuses.
+    const copy = Buffer.from(f);
+    this.out.push(async () => {
+      await record();
+      return copy;
+    });
+  }
+
+  private async run(c: Command): Promise<Execution> {
+    return this.session.run(c);
+  }
+
+  /** Writes queued items in order; stops the client's stream while a record is pending. */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.out.length && !this.ended) {
+        const item = this.out[0]!;
+        if (Buffer.isBuffer(item)) {
+          this.server.cork();
+          let ok = true;
+          while (this.out.length && Buffer.isBuffer(this.out[0])) ok = this.server.write(this.out.shift() as Buffer) && ok;
+          this.server.uncork();
+          if (!ok) this.client.pause();
+          continue;
+        }
+        this.holding = true;
+        this.client.pause();
+        let bytes: Buffer | null;
+        try {
+          bytes = await item();
+        } catch (e) {
+          // The journal could not record the command: refuse it and end the session,
+          // because nothing after it could be recorded either (fail closed).
+          this.kill('58030', `statement refused: the gateway could not record it (${(e as Error).message}); retry when the journal store is back`);
+          return;
+        }
+        this.out.shift();
+        if (bytes && !this.ended) this.server.write(bytes);
+      }
+    } finally {
+      this.pumping = false;
+      this.holding = false;
+      if (this.terminating && this.out.length === 0) this.end('client terminated');
+      else if (!this.ended) this.client.resume();
+    }
+  }
+
+  private renderParams(params: (Buffer | null)[], formats: number[]): unknown[] {
+    const max = this.limits.maxValueBytes;
+    const n = Math.min(params.length, this.limits.maxParams);
+    const out: unknown[] = [];
+    for (let i = 0; i < n; i++) {
+      const v = params[i]!;
+      if (v === null) {
+        out.push(null);
+        continue;
+      }
+      const binary = (formats.length === 1 ? formats[0] : formats[i]) === 1;
+      if (binary) out.push('\\x' + v.subarray(0, max >> 1).toString('hex') + (v.length > max >> 1 ? '…' : ''));
+      else out.push(v.length > max ? v.toString('utf8', 0, max) + '…' : v.toString('utf8'));
+    }
+    if (params.length > n) out.push(`… ${params.length - n} more`);
+    return out;
+  }
+
+  private end(reason: string): void {
+    const first = !this.ended;
+    this.ended = true;
+    this.tracker.abandon('unknown');
+    if (!this.client.destroyed) this.client.end();
+    if (!this.server.destroyed) this.server.end();
+    setTimeout(() => {
+      this.client.destroy();
+      this.server.destroy();
+    }, 1000).unref();
+    if (first) this.onEnd?.(reason);
+  }
+}

@@ -1,0 +1,244 @@
+// Pairs the server's responses with the client's requests, in order, so that each
+// statement's result (tag, rows, error, first rows) is recorded against its command.
+// It reads the response stream; it never changes it.
+import type { Execution, ResultRecord } from '../../session/session.ts';
+import { decodeCommandComplete, decodeDataRow, decodeFields, decodeRowDescription, tagRows } from './codec.ts';
+
+export interface StatementState {
+  exec: Execution | null;
+  rows: number;
+  columns?: string[];
+  /** per-column format: 0 text, 1 binary */
+  formats: number[];
+  sample: unknown[][];
+  bytesIn: number;
+  bytesOut: number;
+  copy: boolean;
+}
+
+export type Pending =
+  | { kind: 'parse' | 'bind' | 'describe' | 'close' | 'sync' }
+  | { kind: 'execute'; st: StatementState }
+  | { kind: 'query'; sts: StatementState[]; idx: number };
+
+export interface TrackerLimits {
+  sampleRows: number;
+  maxValueBytes: number;
+}
+
+export function newStatement(exec: Execution | null, formats: number[] = []): StatementState {
+  return { exec, rows: 0, formats, sample: [], bytesIn: 0, bytesOut: 0, copy: false };
+}
+
+export class ResponseTracker {
+  private readonly q: Pending[] = [];
+  private head = 0;
+  /** transaction status from the last ReadyForQuery: I, T or E */
+  txStatus: 'I' | 'T' | 'E' = 'I';
+
+  constructor(private readonly limits: TrackerLimits) {}
+
+  push(p: Pending): void {
+    this.q.push(p);
+  }
+
+  get size(): number {
+    return this.q.length - this.head;
+  }
+
+  /** The statement whose responses are arriving now, if any. */
+  current(): StatementState | null {
+    const p = this.q[this.head];
+    if (!p) return null;
+    if (p.kind === 'execute') return p.st;
+    if (p.kind === 'query') return p.sts[p.idx] ?? null;
+    return null;
+  }
+
+  /** Whether a DataRow of this length should be decoded for the sample. */
+  wantsRow(): boolean {
+    const st = this.current();
+    return !!st && st.sample.length < this.limits.sampleRows;
+  }
+
+  /** A response message the tracker asked to see whole. */
+  onFrame(type: number, f: Buffer): void {
+    switch (type) {
+      case 0x31 /* 1 ParseComplete */:
+      case 0x32 /* 2 BindComplete */:
+      case 0x33 /* 3 CloseComplete */:
+        this.popIf(type === 0x31 ? 'parse' : type === 0x32 ? 'bind' : 'close');
+        break;
+      case 0x6e /* n NoData */:
+        this.popIf('describe');
+        break;
+      case 0x54 /* T RowDescription */: {
+        const p = this.q[this.head];
+        if (p?.kind === 'describe') {
+          this.shift();
+          break;
+        }
+        const st = this.current();
+        if (st) {
+          const cols = decodeRowDescription(f);
+          st.columns = cols.map((c) => c.name);
+          if (p?.kind === 'query') st.formats = cols.map((c) => c.format);
+        }
+        break;
+      }
+      case 0x44 /* D DataRow */: {
+        const st = this.current();
+        if (st) {
+          st.rows++;
+          st.bytesOut += f.length;
+          if (st.sample.length < this.limits.sampleRows) st.sample.push(this.renderRow(decodeDataRow(f), st.formats));
+        }
+        break;
+      }
+      case 0x43 /* C CommandComplete */:
+        this.complete(decodeCommandComplete(f));
+        break;
+      case 0x49 /* I EmptyQueryResponse */:
+        this.complete('');
+        break;
+      case 0x73 /* s PortalSuspended */:
+        this.complete('', true);
+        break;
+      case 0x56 /* V FunctionCallResponse */:
+        this.complete('FUNCTION CALL');
+        break;
+      case 0x45 /* E ErrorResponse */:
+        this.error(f);
+        break;
+      case 0x5a /* Z ReadyForQuery */:
+        this.ready(String.fromCharCode(f[5] ?? 0x49) as 'I' | 'T' | 'E');
+        break;
+      case 0x47 /* G CopyInResponse */:
+      case 0x48 /* H CopyOutResponse */:
+      case 0x57 /* W CopyBothResponse */: {
+        const st = this.current();
+        if (st) st.copy = true;
+        break;
+      }
+      default:
+        break; // ParameterStatus, Notice, Notification, ParameterDescription, CopyDone
+    }
+  }
+
+  /** A DataRow or CopyData the tracker did not decode: only counted. */
+  onSkipped(type: number, bodyLength: number): void {
+    const st = this.current();
+    if (!st) return;
+    if (type === 0x44) st.rows++;
+    st.bytesOut += bodyLength + 5;
+  }
+
+  /** Ends everything still pending, e.g. when the connection closes. */
+  abandon(status: ResultRecord['status']): void {
+    for (let i = this.head; i < this.q.length; i++) {
+      const p = this.q[i]!;
+      if (p.kind === 'execute') finish(p.st, { status });
+      else if (p.kind === 'query') for (let j = p.idx; j < p.sts.length; j++) finish(p.sts[j]!, { status });
+    }
+    this.q.length = 0;
+    this.head = 0;
+  }
+
+  private complete(tag: string, suspended = false): void {
+    const p = this.q[this.head];
+    if (!p) return;
+    if (p.kind === 'execute') {
+      finish(p.st, { status: 'ok', tag: suspended ? 'PORTAL SUSPENDED' : tag, rows: rowsOf(p.st, tag) });
+      this.shift();
+    } else if (p.kind === 'query') {
+      const st = p.sts[p.idx];
+      if (st) finish(st, { status: 'ok', tag, rows: rowsOf(st, tag) });
+      p.idx++;
+    }
+  }
+
+  private error(f: Buffer): void {
+    const fields = decodeFields(f);
+    const p = this.q[this.head];
+    if (!p) return;
+    const error = { code: fields.code, message: fields.message, detail: fields.detail };
+    if (p.kind === 'query') {
+      const st = p.sts[p.idx];
+      if (st) finish(st, { status: 'error', error, rows: st.rows });
+      // The rest of the string does not run; ReadyForQuery closes the entry.
+      for (let j = p.idx + 1; j < p.sts.length; j++) finish(p.sts[j]!, { status: 'not_run' });
+      p.idx = p.sts.length;
+      return;
+    }
+    if (p.kind === 'execute') finish(p.st, { status: 'error', error, rows: p.st.rows });
+    if (p.kind !== 'sync') this.shift();
+    // After an error the server skips every extended-protocol message until Sync.
+    while (this.head < this.q.length && this.q[this.head]!.kind !== 'sync') {
+      const s = this.q[this.head]!;
+      if (s.kind === 'execute') finish(s.st, { status: 'not_run' });
+      this.shift();
+    }
+  }
+
+  private ready(status: 'I' | 'T' | 'E'): void {
+    this.txStatus = status;
+    // Normally the head is the matching Sync or Query; anything before it got no answer.
+    while (this.head < this.q.length) {
+      const p = this.q[this.head]!;
+      this.shift();
+      if (p.kind === 'sync') return;
+      if (p.kind === 'query') {
+        for (let j = p.idx; j < p.sts.length; j++) finish(p.sts[j]!, { status: 'not_run' });
+        return;
+      }
+      if (p.kind === 'execute') finish(p.st, { status: 'not_run' });
+    }
+  }
+
+  private popIf(kind: Pending['kind']): void {
+    if (this.q[this.head]?.kind === kind) this.shift();
+  }
+
+  private shift(): void {
+    this.head++;
+    // Compact occasionally so a long session's queue does not grow without bound.
+    if (this.head > 1024 && this.head * 2 > this.q.length) {
+      this.q.splice(0, this.head);
+      this.head = 0;
+    } else if (this.head === this.q.length) {
+      this.q.length = 0;
+      this.head = 0;
+    }
+  }
+
+  private renderRow(vals: (Buffer | null)[], formats: number[]): unknown[] {
+    const max = this.limits.maxValueBytes;
+    return vals.map((v, i) => {
+      if (v === null) return null;
+      const binary = (formats.length === 1 ? formats[0] : formats[i]) === 1;
+      if (binary) return '\\x' + v.subarray(0, max >> 1).toString('hex') + (v.length > max >> 1 ? '…' : '');
+      return v.length > max ? v.toString('utf8', 0, max) + '…' : v.toString('utf8');
+    });
+  }
+}
+
+function rowsOf(st: StatementState, tag: string): number | null {
+  const n = tagRows(tag);
+  return n ?? (st.rows || null);
+}
+
+function finish(st: StatementState, r: ResultRecord): void {
+  if (!st.exec) return;
+  const rec: ResultRecord = { ...r };
+  if (st.columns) rec.columns = st.columns;
+  if (st.sample.length) {
+    rec.sample = st.sample;
+    rec.truncated = st.rows > st.sample.length;
+  }
+  if (st.copy || st.bytesIn) {
+    rec.bytesIn = st.bytesIn;
+    rec.bytesOut = st.bytesOut;
+  }
+  st.exec.finish(rec);
+  st.exec = null;
+}

@@ -1,0 +1,58 @@
+// The one schema shared by SQLite and PostgreSQL. Column types are kept to what both
+// engines store identically: text, integers, and JSON as text.
+import type { Generated } from 'kysely';
+
+export interface IdentityTable {
+  id: string;
+  name: string;
+  kind: 'agent' | 'human';
+  groups: string; // JSON array of strings
+  connections: string; // JSON array of connection-name globs; ["*"] means all
+  key_hash: string; // hex sha256 of the API key; the key itself is never stored
+  scram_verifier: string; // SCRAM-SHA-256$iter:salt$StoredKey:ServerKey (RFC 5803 form)
+  created_at: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface SessionTable {
+  id: string;
+  identity_id: string;
+  identity_name: string;
+  identity_kind: string;
+  connection: string;
+  protocol: string;
+  client_addr: string | null;
+  started_at: string;
+  ended_at: string | null;
+  status: 'open' | 'closed';
+  close_reason: string | null;
+}
+
+export interface EventTable {
+  seq: number;
+  ts: string;
+  session_id: string;
+  type: string;
+  /** canonical JSON of the event without `prev` and `hash` */
+  body: string;
+  prev: string;
+  hash: string;
+}
+
+export interface CheckpointTable {
+  size: number; // seq of the last event covered
+  root: string; // hash of event `size`: the chain head at that point
+  ts: string;
+  key_id: string;
+  signature: string; // base64 Ed25519 over checkpointMessage(size, root)
+}
+
+export interface DB {
+  identities: IdentityTable;
+  sessions: SessionTable;
+  events: EventTable;
+  checkpoints: CheckpointTable;
+}
+
+export type { Generated };
