@@ -183,14 +183,20 @@ function verifyInto(b: unknown, trustedPem: string | undefined, counts: { events
     } else {
       checkEventShape(entry, seq, b.session, fail);
       if (entry.prev !== prev) return fail(seq, `event ${seq} was altered: prev does not link to event ${seq - 1}`);
-      hash = chainHash(prev, eventDigest(entry as unknown as JournalEvent));
+      let digest: string;
+      try {
+        digest = eventDigest(entry as unknown as JournalEvent);
+      } catch (err) {
+        return fail(seq, `event ${seq} cannot be encoded: ${(err as Error).message}`);
+      }
+      hash = chainHash(prev, digest);
       if (entry.hash !== hash) return fail(seq, `event ${seq} was altered: hash mismatch`);
       counts.events++;
     }
     if (wanted.has(seq)) wanted.set(seq, hash);
     prev = hash;
   }
-  if (cps.length === 0) return fail(seq, 'bundle has no signed checkpoint: nothing in it can be trusted');
+  if (cps.length === 0) return fail(anchor.seq + 1, 'bundle has no signed checkpoint: nothing in it can be trusted');
 
   let lastSize = anchor.seq;
   for (const c of cps as Record<string, unknown>[]) {

@@ -3,8 +3,7 @@
 // recorded them; everything else streams through in order. Target → client: bytes pass
 // through untouched and unbuffered while the tracker reads them to record results.
 import type { Duplex } from 'node:stream';
-import type { Command } from '../../guard/types.ts';
-import type { Execution, Session } from '../../session/session.ts';
+import type { Session } from '../../session/session.ts';
 import { splitPostgres } from '../../guard/sql-postgres.ts';
 import {
   FrameScanner,
@@ -134,8 +133,11 @@ export class Relay {
         const sts = stmts.map(() => newStatement(null));
         const entry = { kind: 'query' as const, sts, idx: 0 };
         this.tracker.push(entry);
+        // Recording starts now, in arrival order, so pipelined commands share one commit.
+        const recorded = Promise.all(stmts.map((s) => this.session.run({ kind: 'sql', dialect: 'postgres', text: s.text, meta: { statementType: s.type, ...(stmts.length > 1 ? { batch: stmts.length } : {}) } })));
+        recorded.catch(() => {});
         this.hold(f, async () => {
-          const execs = await Promise.all(stmts.map((s) => this.run({ kind: 'sql', dialect: 'postgres', text: s.text, meta: { statementType: s.type, ...(stmts.length > 1 ? { batch: stmts.length } : {}) } })));
+          const execs = await recorded;
           execs.forEach((e, i) => (sts[i]!.exec = e));
         });
         return;
@@ -165,8 +167,10 @@ export class Relay {
         const p = this.portals.get(portal);
         const st = newStatement(null, p?.resultFormats ?? []);
         this.tracker.push({ kind: 'execute', st });
+        const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: p?.text ?? '', params: p?.params, meta: { protocol: 'extended', portal } });
+        recorded.catch(() => {});
         this.hold(f, async () => {
-          st.exec = await this.run({ kind: 'sql', dialect: 'postgres', text: p?.text ?? '', params: p?.params, meta: { protocol: 'extended', portal } });
+          st.exec = await recorded;
         });
         return;
       }
@@ -183,8 +187,10 @@ export class Relay {
       case 0x46 /* F FunctionCall */: {
         const st = newStatement(null);
         this.tracker.push({ kind: 'query', sts: [st], idx: 0 });
+        const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: `-- fastpath function call (oid ${f.length >= 9 ? f.readInt32BE(5) : 0})`, meta: { protocol: 'function-call' } });
+        recorded.catch(() => {});
         this.hold(f, async () => {
-          st.exec = await this.run({ kind: 'sql', dialect: 'postgres', text: `-- fastpath function call (oid ${f.length >= 9 ? f.readInt32BE(5) : 0})`, meta: { protocol: 'function-call' } });
+          st.exec = await recorded;
         });
         return;
       }
@@ -210,10 +216,6 @@ export class Relay {
       await record();
       return copy;
     });
-  }
-
-  private async run(c: Command): Promise<Execution> {
-    return this.session.run(c);
   }
 
   /** Writes queued items in order; stops the client's stream while a record is pending. */
