@@ -4,10 +4,6 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { KeyError } from '../identity/keys.ts';
-import { keysCommand } from './keys.ts';
-import { serveCommand } from './serve.ts';
-import { sessionsCommand } from './sessions.ts';
-import { verifyCommand } from './verify.ts';
 
 export class UsageError extends Error {}
 
@@ -69,14 +65,15 @@ export async function main(argv: string[]): Promise<number> {
     const config = loadConfig(parsed.values.config as string | undefined);
     const ctx: CliContext = { config, values: parsed.values as CliContext['values'], positionals, json: !!parsed.values.json, out, err };
     switch (command) {
+      // Loaded per command: `verify` should not pay for the listeners and the demo database.
       case 'serve':
-        return await serveCommand(ctx);
+        return await (await import('./serve.ts')).serveCommand(ctx);
       case 'keys':
-        return await keysCommand(ctx);
+        return await (await import('./keys.ts')).keysCommand(ctx);
       case 'sessions':
-        return await sessionsCommand(ctx);
+        return await (await import('./sessions.ts')).sessionsCommand(ctx);
       case 'verify':
-        return await verifyCommand(ctx);
+        return await (await import('./verify.ts')).verifyCommand(ctx);
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

@@ -55,7 +55,6 @@ export class Journal {
   // After a failed write the store's head is not trusted until re-read (a commit whose
   // acknowledgement was lost may still have landed).
   private resync = false;
-  private closed = false;
   private cpChain: Promise<unknown> = Promise.resolve();
   private cpBusy = false;
   private timer: NodeJS.Timeout | undefined;
@@ -93,7 +92,6 @@ export class Journal {
 
   /** Resolves once the event is committed; rejects with JournalWriteError if it never will be. */
   append(e: NewEvent): Promise<JournalEvent> {
-    if (this.closed) return Promise.reject(new JournalWriteError('journal is closed; the event was not recorded'));
     return new Promise<JournalEvent>((resolve, reject) => {
       const event = this.enqueue(e);
       this.open_!.waiters.push({ event, resolve, reject });
@@ -102,7 +100,6 @@ export class Journal {
 
   /** Fire-and-forget append for events nobody waits on (results); failures go to onError. */
   record(e: NewEvent): JournalEvent {
-    if (this.closed) throw new JournalWriteError('journal is closed; the event was not recorded');
     const event = this.enqueue(e);
     this.open_!.records++;
     return event;
@@ -120,8 +117,13 @@ export class Journal {
     return this.writeCheckpoint();
   }
 
+  /**
+   * Stops the timer, commits and signs everything so far. The journal stays usable: a
+   * straggler event during shutdown (a session closing late) is still written rather than
+   * thrown back at a socket handler, and is signed by the next checkpoint, at the latest
+   * on the next start.
+   */
   async close(): Promise<void> {
-    this.closed = true;
     clearInterval(this.timer);
     await this.flush();
     await this.checkpoint();
@@ -256,7 +258,7 @@ export class Journal {
     if (this.cpBusy || this.committedSeq <= this.lastCheckpoint) return;
     this.cpBusy = true;
     this.writeCheckpoint()
-      .catch((err) => this.onError(new JournalWriteError(`journal checkpoint failed: ${err.message}`, { cause: err })))
+      .catch((err) => this.onError(err))
       .finally(() => (this.cpBusy = false));
   }
 
@@ -268,10 +270,15 @@ export class Journal {
       const root = this.committedHash;
       if (size <= this.lastCheckpoint) return null;
       const cp: Checkpoint = { size, root, ts: new Date().toISOString(), keyId: this.signer.keyId, signature: this.signer.sign(size, root) };
-      await this.store.db
-        .insertInto('checkpoints')
-        .values({ size, root, ts: cp.ts, key_id: cp.keyId, signature: cp.signature })
-        .execute();
+      try {
+        await this.store.db
+          .insertInto('checkpoints')
+          .values({ size, root, ts: cp.ts, key_id: cp.keyId, signature: cp.signature })
+          .execute();
+      } catch (cause) {
+        const reason = cause instanceof Error ? cause.message : String(cause);
+        throw new JournalWriteError(`journal store unavailable: checkpoint at ${size} was not written (${reason})`, { cause });
+      }
       this.lastCheckpoint = size;
       return cp;
     };

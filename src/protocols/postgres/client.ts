@@ -111,9 +111,13 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
       const pkt = decodeStartupPacket(r.packet);
       if (pkt.kind === 'cancel') {
         clearTimeout(hardStop);
-        raw.destroy();
         const target = ctx.cancels.lookup(pkt.pid, pkt.secret);
         if (target) await sendCancel(target.connection, target.pid, target.secret).catch(() => {});
+        // Close as PostgreSQL does: after the cancel was passed on, and cleanly (close_notify
+        // under TLS). libpq waits for this EOF; a reset instead reads as a failed cancel.
+        sock.resume();
+        sock.end();
+        setTimeout(() => raw.destroy(), 1000).unref();
         return;
       }
       if (pkt.kind === 'gssenc') {
@@ -207,7 +211,11 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
 function startTls(raw: net.Socket, context: tls.SecureContext, timeoutMs: number): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const s = new tls.TLSSocket(raw, { isServer: true, secureContext: context });
-    const t = setTimeout(() => reject(new ProtocolError('TLS handshake timed out')), timeoutMs);
+    // Destroyed on timeout: after 'S' nothing may be sent in plaintext, and the socket must go.
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new ProtocolError('TLS handshake timed out'));
+    }, timeoutMs);
     s.once('secure', () => {
       clearTimeout(t);
       resolve(s);

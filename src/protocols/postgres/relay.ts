@@ -15,7 +15,7 @@ import {
   decodeTarget,
   errorResponse,
 } from './codec.ts';
-import { ResponseTracker, newStatement } from './tracker.ts';
+import { ResponseTracker, attachExecution, newStatement } from './tracker.ts';
 
 export interface RelayLimits {
   maxMessageBytes: number;
@@ -159,8 +159,7 @@ export class Relay {
         break;
       }
       case 0x44 /* D Describe */:
-        decodeTarget(f);
-        this.tracker.push({ kind: 'describe' });
+        this.tracker.push({ kind: 'describe', portal: decodeTarget(f).kind === 'P' });
         break;
       case 0x45 /* E Execute */: {
         const { portal } = decodeExecute(f);
@@ -170,7 +169,7 @@ export class Relay {
         const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: p?.text ?? '', params: p?.params, meta: { protocol: 'extended', portal } });
         recorded.catch(() => {});
         this.hold(f, async () => {
-          st.exec = await recorded;
+          attachExecution(st, await recorded);
         });
         return;
       }

@@ -14,10 +14,14 @@ export interface StatementState {
   bytesIn: number;
   bytesOut: number;
   copy: boolean;
+  /** a result that arrived before the command's record was done (see attachExecution) */
+  early?: ResultRecord;
 }
 
 export type Pending =
-  | { kind: 'parse' | 'bind' | 'describe' | 'close' | 'sync' }
+  | { kind: 'parse' | 'bind' | 'close' | 'sync' }
+  /** portal: a Describe of a portal, whose RowDescription belongs to the Execute that follows */
+  | { kind: 'describe'; portal?: boolean }
   | { kind: 'execute'; st: StatementState }
   | { kind: 'query'; sts: StatementState[]; idx: number };
 
@@ -75,6 +79,10 @@ export class ResponseTracker {
       case 0x54 /* T RowDescription */: {
         const p = this.q[this.head];
         if (p?.kind === 'describe') {
+          // Extended protocol (e.g. node-pg): Bind, Describe portal, Execute. The columns
+          // arrive here, before the Execute's rows; keep them for its result.
+          const next = this.q[this.head + 1];
+          if (p.portal && next?.kind === 'execute') next.st.columns = decodeRowDescription(f).map((c) => c.name);
           this.shift();
           break;
         }
@@ -170,12 +178,18 @@ export class ResponseTracker {
       p.idx = p.sts.length;
       return;
     }
+    // An error in Parse, Bind or Describe (a syntax error, a bad parameter value) is the
+    // outcome of the Execute it prepared: record it there rather than lose it.
+    let unreported = p.kind !== 'execute' && p.kind !== 'sync';
     if (p.kind === 'execute') finish(p.st, { status: 'error', error, rows: p.st.rows });
     if (p.kind !== 'sync') this.shift();
     // After an error the server skips every extended-protocol message until Sync.
     while (this.head < this.q.length && this.q[this.head]!.kind !== 'sync') {
       const s = this.q[this.head]!;
-      if (s.kind === 'execute') finish(s.st, { status: 'not_run' });
+      if (s.kind === 'execute') {
+        finish(s.st, unreported ? { status: 'error', error } : { status: 'not_run' });
+        unreported = false;
+      }
       this.shift();
     }
   }
@@ -227,8 +241,26 @@ function rowsOf(st: StatementState, tag: string): number | null {
   return n ?? (st.rows || null);
 }
 
+/**
+ * Sets the statement's Execution once its command is recorded. The server can answer
+ * before that: an error in Parse or Bind is sent at once, while the Execute still waits
+ * for its record. Such an early result is recorded now.
+ */
+export function attachExecution(st: StatementState, exec: Execution): void {
+  st.exec = exec;
+  if (st.early) {
+    const r = st.early;
+    st.early = undefined;
+    st.exec = null;
+    exec.finish(r);
+  }
+}
+
 function finish(st: StatementState, r: ResultRecord): void {
-  if (!st.exec) return;
+  if (!st.exec) {
+    st.early ??= r;
+    return;
+  }
   const rec: ResultRecord = { ...r };
   if (st.columns) rec.columns = st.columns;
   if (st.sample.length) {
