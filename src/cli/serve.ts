@@ -1,4 +1,4 @@
-import { startDemoTarget, type DemoTarget } from '../demo/pglite.ts';
+import type { DemoTarget } from '../demo/pglite.ts';
 import { createKey, listKeys } from '../identity/keys.ts';
 import { startGateway } from '../gateway.ts';
 import type { CliContext } from './main.ts';
@@ -14,6 +14,8 @@ export async function serveCommand(ctx: CliContext): Promise<number> {
   if (!config.listen.postgres && !config.listen.api) throw new UsageError('nothing to listen on: set listen.postgres or listen.api');
   let demo: DemoTarget | null = null;
   if (ctx.values.demo) {
+    // Loaded only for --demo: importing PGlite costs every gateway ~25-45 MB of RSS.
+    const { startDemoTarget } = await import('../demo/pglite.ts');
     demo = await startDemoTarget(config.dataDir);
     if (!config.connections.some((c) => c.name === 'demo')) {
       config.connections.push({ name: 'demo', type: 'postgres', host: demo.host, port: demo.port, database: demo.database, user: demo.user, password: demo.password, tls: 'disable' });

@@ -257,10 +257,7 @@ export function attachExecution(st: StatementState, exec: Execution): void {
 }
 
 function finish(st: StatementState, r: ResultRecord): void {
-  if (!st.exec) {
-    st.early ??= r;
-    return;
-  }
+  if (st.early) return; // the first outcome stands, as Execution.finish does
   const rec: ResultRecord = { ...r };
   if (st.columns) rec.columns = st.columns;
   if (st.sample.length) {
@@ -270,6 +267,10 @@ function finish(st: StatementState, r: ResultRecord): void {
   if (st.copy || st.bytesIn) {
     rec.bytesIn = st.bytesIn;
     rec.bytesOut = st.bytesOut;
+  }
+  if (!st.exec) {
+    st.early = rec;
+    return;
   }
   st.exec.finish(rec);
   st.exec = null;
