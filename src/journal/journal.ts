@@ -171,6 +171,13 @@ export class Journal {
   private async write(batch: Batch): Promise<void> {
     if (this.resync) await this.resyncHead();
     const n = batch.events.length;
+    if (this.sqliteInsert === undefined) this.sqliteInsert = this.prepareSqlite();
+    if (this.sqliteInsert) {
+      // Synchronous and prepared once: the batch commits in one transaction without
+      // kysely compiling or the driver re-preparing anything.
+      this.sqliteInsert(batch);
+      return;
+    }
     if (n <= ROWS_PER_INSERT) {
       await this.store.db.executeQuery(this.insertQuery(batch, 0, n));
       return;
@@ -230,6 +237,22 @@ export class Journal {
       b.settle();
     }
     if (unwatched > 0) this.onError(err);
+  }
+
+  /** undefined until first use; null when the store is not SQLite */
+  private sqliteInsert: ((batch: Batch) => void) | null | undefined;
+
+  private prepareSqlite(): ((batch: Batch) => void) | null {
+    const raw = this.store.sqlite;
+    if (!raw) return null;
+    const stmt = raw.prepare('INSERT INTO events (seq, ts, session_id, type, body, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    return raw.transaction((batch: Batch) => {
+      const { events, bodies } = batch;
+      for (let i = 0; i < events.length; i++) {
+        const e = events[i];
+        stmt.run(e.seq, e.ts, e.session, e.type, bodies[i], e.prev, e.hash);
+      }
+    });
   }
 
   private insertQuery(batch: Batch, from: number, to: number): CompiledQuery {

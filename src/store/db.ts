@@ -10,6 +10,8 @@ import type { DB } from './schema.ts';
 export interface Store {
   db: Kysely<DB>;
   kind: 'sqlite' | 'postgres';
+  /** the raw SQLite handle, for the journal's hot path (prepared statements, no async hop) */
+  sqlite?: Database.Database;
   close(): Promise<void>;
 }
 
@@ -25,6 +27,7 @@ export interface StoreOptions {
 export async function openStore(opts: StoreOptions): Promise<Store> {
   let db: Kysely<DB>;
   let kind: Store['kind'];
+  let sqliteHandle: Database.Database | undefined;
   if (opts.store === 'sqlite') {
     mkdirSync(dirname(opts.sqlitePath), { recursive: true });
     const sqlite = new Database(opts.sqlitePath);
@@ -33,6 +36,7 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma(`synchronous = ${opts.fsync ? 'FULL' : 'NORMAL'}`);
     sqlite.pragma('busy_timeout = 5000');
+    sqliteHandle = sqlite;
     db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
     kind = 'sqlite';
   } else if (/^postgres(ql)?:\/\//.test(opts.store)) {
@@ -49,5 +53,5 @@ export async function openStore(opts: StoreOptions): Promise<Store> {
     throw new Error(`store: expected "sqlite" or a postgres:// URL, got "${opts.store}"`);
   }
   await migrate(db);
-  return { db, kind, close: () => db.destroy() };
+  return { db, kind, sqlite: sqliteHandle, close: () => db.destroy() };
 }

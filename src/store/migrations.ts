@@ -1,6 +1,9 @@
 // Migrations are written once with kysely's schema builder, so the same code creates the
 // tables on SQLite and on PostgreSQL.
-import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, Migrator, SqliteAdapter, sql } from 'kysely';
+
+/** On SQLite, INTEGER PRIMARY KEY is the rowid itself: one b-tree fewer per journal insert. */
+const seqType = (db: Kysely<any>) => (db.getExecutor().adapter instanceof SqliteAdapter ? 'integer' : 'bigint');
 
 const migrations: Record<string, Migration> = {
   '0001_spine': {
@@ -35,7 +38,7 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('sessions_started').on('sessions').column('started_at').execute();
       await db.schema
         .createTable('events')
-        .addColumn('seq', 'bigint', (c) => c.primaryKey())
+        .addColumn('seq', seqType(db), (c) => c.primaryKey())
         .addColumn('ts', 'text', (c) => c.notNull())
         .addColumn('session_id', 'text', (c) => c.notNull())
         .addColumn('type', 'text', (c) => c.notNull())

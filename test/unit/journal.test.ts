@@ -310,7 +310,8 @@ describe('journal store failures', () => {
 
   test('batches queued behind a failing batch are rejected too', () =>
     withStore(async ({ store, signer }) => {
-      const j = await Journal.open(store, signer);
+      // Failures are injected into kysely's executeQuery: the generic path, as PostgreSQL uses.
+      const j = await Journal.open({ ...store, sqlite: undefined }, signer);
       await j.append(ev('s', 0));
       const db = store.db as unknown as { executeQuery: (q: unknown) => Promise<unknown> };
       const original = db.executeQuery.bind(db);
@@ -333,7 +334,8 @@ describe('journal store failures', () => {
 
   test('a commit that landed although it reported failure is not chained over', () =>
     withStore(async ({ store, signer }) => {
-      const j = await Journal.open(store, signer);
+      // Failures are injected into kysely's executeQuery: the generic path, as PostgreSQL uses.
+      const j = await Journal.open({ ...store, sqlite: undefined }, signer);
       j.onError = () => {};
       await j.append(ev('s', 0));
       const db = store.db as unknown as { executeQuery: (q: unknown) => Promise<unknown> };
