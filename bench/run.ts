@@ -1,0 +1,456 @@
+/**
+ * Gateway overhead benchmark: `npm run bench` (= node --import tsx bench/run.ts).
+ *
+ * Starts a throwaway PostgreSQL (TLS and plaintext on loopback), a pgbouncer in front of
+ * it (transaction pooling), and the real gateway (child process, SQLite store, recording
+ * every statement). Then:
+ *   1. pgbench -i, directly;
+ *   2. pgbench -S -M extended against each target for each client count, printing TPS,
+ *      average latency, the ratios gateway/direct and gateway/pgbouncer, and the latency
+ *      the gateway adds at 1 client;
+ *   3. a 5,000,000-row result streamed through the gateway with psql, sampling the
+ *      gateway's VmRSS every 100 ms: once on the fresh gateway, and again (SELECT and COPY)
+ *      after the pgbench runs, next to the same directly for comparison.
+ * Everything it starts is stopped at the end, also on error and on Ctrl-C.
+ *
+ * Environment:
+ *   BENCH_SECONDS   duration of each pgbench run (default 15)
+ *   BENCH_CLIENTS   comma-separated client counts (default "1,8")
+ *   BENCH_SCALE     pgbench -i scale (default 10)
+ *   BENCH_ROWS      rows of the streaming test (default 5000000; 0 skips it)
+ *   BENCH_CPU_PROF  a directory: run the gateway under `node --cpu-prof` and print its
+ *                   hottest functions at the end (the .cpuprofile stays there for DevTools)
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { connectionConfig, findBinary, startPostgres, type PgServer } from '../test/helpers/postgres.ts';
+import { startPgbouncer, type Pgbouncer } from '../test/helpers/pgbouncer.ts';
+import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
+const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,8').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
+const SCALE = Number(process.env.BENCH_SCALE ?? 10);
+const ROWS = Number(process.env.BENCH_ROWS ?? 5_000_000);
+const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
+
+interface Target {
+  name: string;
+  /** libpq conninfo without the password */
+  conninfo: string;
+  password: string;
+  note: string;
+}
+
+interface PgbenchResult {
+  tps: number;
+  latencyMs: number;
+  transactions: number;
+  failed: number;
+  /** gateway CPU time during the run, as a fraction of one core (gateway targets only) */
+  gatewayCpu?: number;
+  /** gateway CPU microseconds per transaction (gateway targets only) */
+  gatewayUsPerTx?: number;
+  /** share of all CPUs busy during the run (everything on the machine) */
+  machineBusy: number;
+  error?: string;
+}
+
+// ---------------------------------------------------------------------------
+// Process helpers
+// ---------------------------------------------------------------------------
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+function run(bin: string, args: string[], env: Record<string, string> = {}, stdoutToNull = false): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const devnull = stdoutToNull ? fs.openSync('/dev/null', 'w') : null;
+    const p = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', devnull ?? 'pipe', 'pipe'] });
+    if (devnull !== null) fs.closeSync(devnull);
+    let stdout = '';
+    let stderr = '';
+    p.stdout?.on('data', (d) => (stdout += d));
+    p.stderr!.on('data', (d) => (stderr += d));
+    p.once('error', reject);
+    p.once('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - t0 }));
+  });
+}
+
+function need(name: string): string {
+  const b = findBinary(name);
+  if (!b) throw new Error(`${name} not found: install PostgreSQL (server, client, pgbench) and pgbouncer`);
+  return b;
+}
+
+function vmRssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** utime + stime of a process, in seconds. */
+function cpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+}
+
+/** Machine-wide busy and total jiffies, to show how loaded the box was during a run. */
+function machineCpu(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+const loadavg = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+
+/** Samples VmRSS of pid every `ms` until stopped; returns peak and samples. */
+function sampleRss(pid: number, ms = 100): { stop(): { peakKb: number; samples: number } } {
+  let peak = vmRssKb(pid);
+  let samples = 1;
+  const t = setInterval(() => {
+    try {
+      peak = Math.max(peak, vmRssKb(pid));
+      samples++;
+    } catch {
+      // process gone: the caller notices
+    }
+  }, ms);
+  return {
+    stop() {
+      clearInterval(t);
+      try {
+        peak = Math.max(peak, vmRssKb(pid));
+      } catch {
+        // ignore
+      }
+      return { peakKb: peak, samples };
+    },
+  };
+}
+
+const mb = (kb: number) => (kb / 1024).toFixed(1);
+const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
+
+function table(rows: string[][], align: ('l' | 'r')[]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r, ri) => {
+      const line = r.map((c, i) => (align[i] === 'l' ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+      return ri === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
+    })
+    .join('\n');
+}
+
+// ---------------------------------------------------------------------------
+// Setup
+// ---------------------------------------------------------------------------
+
+/** The helper's TLS cluster accepts only hostssl; allow plaintext too, so both can be measured. */
+async function allowPlaintext(pgs: PgServer): Promise<void> {
+  fs.appendFileSync(path.join(pgs.dataDir, 'pg_hba.conf'), 'hostnossl all all 127.0.0.1/32 scram-sha-256\n');
+  const c = new pg.Client(connectionConfig(pgs));
+  await c.connect();
+  try {
+    await c.query('select pg_reload_conf()');
+  } finally {
+    await c.end();
+  }
+  // The reload is asynchronous in the postmaster; wait until a plaintext login works.
+  for (let i = 0; ; i++) {
+    const p = new pg.Client(connectionConfig(pgs, { ssl: false }));
+    try {
+      await p.connect();
+      await p.end();
+      return;
+    } catch (e) {
+      await p.end().catch(() => {});
+      if (i > 50) throw new Error(`plaintext login still refused after reload: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function pgbench(psqlEnv: Record<string, string>, t: Target, clients: number, seconds: number, gwPid?: number): Promise<PgbenchResult> {
+  const args = ['-S', '-M', 'extended', '-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(seconds), t.conninfo];
+  const cpu0 = gwPid ? cpuSeconds(gwPid) : 0;
+  const m0 = machineCpu();
+  const r = await run(need('pgbench'), args, { ...psqlEnv, PGPASSWORD: t.password });
+  const m1 = machineCpu();
+  const machineBusy = (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total);
+  const cpuSec = gwPid ? cpuSeconds(gwPid) - cpu0 : 0;
+  const cpu = gwPid ? cpuSec / (r.ms / 1000) : undefined;
+  const tps = /^tps = ([\d.]+) \(without initial connection time\)/m.exec(r.stdout);
+  const lat = /^latency average = ([\d.]+) ms/m.exec(r.stdout);
+  const tx = /^number of transactions actually processed: (\d+)/m.exec(r.stdout);
+  const failed = /^number of failed transactions: (\d+)/m.exec(r.stdout);
+  if (r.code !== 0 || !tps || !lat) {
+    return { tps: NaN, latencyMs: NaN, transactions: 0, failed: 0, gatewayCpu: cpu, machineBusy, error: `exit ${r.code}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}` };
+  }
+  const transactions = Number(tx?.[1] ?? 0);
+  const gatewayUsPerTx = gwPid && transactions ? (cpuSec * 1e6) / transactions : undefined;
+  return { tps: Number(tps[1]), latencyMs: Number(lat[1]), transactions, failed: Number(failed?.[1] ?? 0), gatewayCpu: cpu, gatewayUsPerTx, machineBusy };
+}
+
+interface StreamRun {
+  label: string;
+  ms: number;
+  peakKb?: number;
+  baseKb?: number;
+  error?: string;
+}
+
+/** psql runs `sql` against t with its output to /dev/null; the gateway's VmRSS is sampled if gwPid is given. */
+async function streamThrough(env: Record<string, string>, t: Target, label: string, sql: string, gwPid?: number): Promise<StreamRun> {
+  const base = gwPid ? vmRssKb(gwPid) : undefined;
+  const sampler = gwPid ? sampleRss(gwPid, 100) : null;
+  const r = await run(need('psql'), [t.conninfo, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql], { ...env, PGPASSWORD: t.password }, true);
+  const peak = sampler?.stop();
+  const s: StreamRun = { label, ms: r.ms, peakKb: peak?.peakKb, baseKb: base, error: r.code === 0 ? undefined : r.stderr.trim().split('\n').slice(-2).join(' | ') };
+  console.log(`  ${s.label}: ${(r.ms / 1000).toFixed(2)} s${peak ? `, gateway VmRSS peak ${mb(peak.peakKb)} MB (before ${mb(base!)} MB, ${peak.samples} samples)` : ''}${s.error ? ` FAILED ${s.error}` : ''}`);
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// CPU profile summary
+// ---------------------------------------------------------------------------
+
+/**
+ * A module preloaded into the gateway that records a CPU profile (like `node --cpu-prof`)
+ * and writes it to dir/gateway-<pid>.cpuprofile when the process exits.
+ */
+function writeProfilerPreload(dir: string): string {
+  const file = path.join(dir, 'gatehouse-cpu-prof-preload.mjs');
+  fs.writeFileSync(
+    file,
+    `import inspector from 'node:inspector';
+import fs from 'node:fs';
+const session = new inspector.Session();
+session.connect();
+session.post('Profiler.enable');
+session.post('Profiler.setSamplingInterval', { interval: 200 });
+session.post('Profiler.start');
+process.once('exit', () => {
+  // Same-thread inspector sessions answer synchronously, so this completes before exit.
+  session.post('Profiler.stop', (err, res) => {
+    if (!err) fs.writeFileSync(${JSON.stringify(dir)} + '/gateway-' + process.pid + '.cpuprofile', JSON.stringify(res.profile));
+  });
+});
+`,
+  );
+  return file;
+}
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+  children?: number[];
+}
+
+function summarizeProfile(file: string, top = 30): string {
+  const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
+  const self = new Map<string, number>();
+  let total = 0;
+  let idle = 0;
+  for (const n of prof.nodes) {
+    const hits = n.hitCount ?? 0;
+    total += hits;
+    const f = n.callFrame;
+    const short = f.url.replace(/^file:\/\//, '').replace(/^.*\/node_modules\//, '~/').replace(/^.*\/(src|bench|test)\//, '$1/');
+    const key = `${f.functionName || '(anonymous)'} ${short ? `${short}:${f.lineNumber + 1}` : ''}`.trim();
+    if (f.functionName === '(idle)') idle += hits;
+    self.set(key, (self.get(key) ?? 0) + hits);
+  }
+  const busy = total - idle;
+  const rows = [...self].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top);
+  const lines = rows.map(([k, h]) => `${((100 * h) / Math.max(1, busy)).toFixed(1).padStart(5)}%  ${k}`);
+  return `samples: ${total}, idle ${((100 * idle) / Math.max(1, total)).toFixed(1)}%; self time as % of busy samples:\n${lines.join('\n')}`;
+}
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+let gwPidForProfile = 0;
+
+async function main(): Promise<void> {
+  for (const b of ['initdb', 'postgres', 'psql', 'pgbench', 'pgbouncer']) need(b);
+  const started = Date.now();
+  const versions = (await run(need('pgbench'), ['--version'])).stdout.trim();
+  const pgbVersion = (await run(need('pgbouncer'), ['--version'])).stdout.split('\n')[0]!.trim();
+  console.log(`# gatehouse bench: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ${versions}, ${pgbVersion}`);
+  console.log(`# pgbench -S -M extended -T ${SECONDS}, clients ${CLIENTS.join(',')}, scale ${SCALE}; streaming ${ROWS} rows`);
+  console.log(`# load average at start: ${loadavg()}`);
+  if (os.loadavg()[0]! > os.cpus().length * 0.5) console.log('# WARNING: the machine is already busy; absolute numbers and ratios will be noisy');
+  console.log('');
+
+  let pgs: PgServer | undefined;
+  let pgb: Pgbouncer | undefined;
+  let gw: GatewayUnderTest | undefined;
+  const savedNodeOptions = process.env.NODE_OPTIONS;
+  try {
+    pgs = await startPostgres({ ssl: true });
+    await allowPlaintext(pgs);
+    // pgbouncer and the gateway reach the target in plaintext: pgbouncer's clients are
+    // plaintext too (the helper configures no client TLS), the gateway's must use TLS.
+    pgb = await startPgbouncer({ ...pgs, caCertPem: undefined }, { poolMode: 'transaction', poolSize: 10 });
+    if (CPU_PROF) {
+      fs.mkdirSync(CPU_PROF, { recursive: true });
+      // --cpu-prof is not allowed in NODE_OPTIONS, so a preload drives the inspector's
+      // profiler instead. Inherited by the gateway child only: restored right after the spawn.
+      process.env.NODE_OPTIONS = `${savedNodeOptions ?? ''} --import=${writeProfilerPreload(CPU_PROF)}`.trim();
+    }
+    try {
+      gw = await startGateway({
+        target: pgs,
+        extra: {
+          connections: [
+            { name: 'main', type: 'postgres', host: pgs.host, port: pgs.port, database: pgs.database, user: pgs.user, password: 'file:target-password', tls: 'disable' },
+            { name: 'main-tls', type: 'postgres', host: pgs.host, port: pgs.port, database: pgs.database, user: pgs.user, password: 'file:target-password', tls: 'require' },
+          ],
+        },
+      });
+    } finally {
+      if (savedNodeOptions === undefined) delete process.env.NODE_OPTIONS;
+      else process.env.NODE_OPTIONS = savedNodeOptions;
+    }
+    const gwPid = gw.pid()!;
+    gwPidForProfile = gwPid;
+    await new Promise((r) => setTimeout(r, 1000));
+    const rssIdle = vmRssKb(gwPid);
+    const key = await gw.createKey('bench', { connections: 'main,main-tls' });
+
+    const direct = `host=${pgs.host} port=${pgs.port} dbname=${pgs.database} user=${pgs.user}`;
+    const targets: Target[] = [
+      { name: 'direct', conninfo: `${direct} sslmode=disable`, password: pgs.password, note: 'plaintext' },
+      { name: 'direct-tls', conninfo: `${direct} sslmode=require`, password: pgs.password, note: 'TLS' },
+      { name: 'pgbouncer', conninfo: `host=127.0.0.1 port=${pgb.port} dbname=${pgs.database} user=${pgs.user} sslmode=disable`, password: pgs.password, note: 'plaintext client + upstream, transaction pool 10' },
+      { name: 'gateway', conninfo: `host=127.0.0.1 port=${gw.pgPort} dbname=main user=bench sslmode=require`, password: key, note: 'TLS client, plaintext upstream, recording' },
+      { name: 'gateway-tls-up', conninfo: `host=127.0.0.1 port=${gw.pgPort} dbname=main-tls user=bench sslmode=require`, password: key, note: 'TLS client, TLS upstream, recording' },
+    ];
+    const env = { PGCONNECT_TIMEOUT: '10', PGAPPNAME: 'gatehouse-bench' };
+
+    // 1. Initialize directly.
+    const t0 = performance.now();
+    const init = await run(need('pgbench'), ['-i', '-q', '-s', String(SCALE), targets[0]!.conninfo], { ...env, PGPASSWORD: pgs.password });
+    if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
+    console.log(`pgbench -i -s ${SCALE}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    const selectSql = `select g, md5(g::text) from generate_series(1,${ROWS}) g`;
+    const copySql = `copy (${selectSql}) to stdout`;
+    const stream: StreamRun[] = [];
+    // The streaming RSS once on the fresh gateway, before pgbench has grown its heap.
+    if (ROWS > 0) stream.push(await streamThrough(env, targets[3]!, `psql select ${ROWS} rows via gateway (fresh)`, selectSql, gwPid));
+
+    // Warm caches and the gateway's JIT a little, so the first measured target is not penalized.
+    for (const t of [targets[0]!, targets[3]!]) await pgbench(env, t, 2, 2);
+
+    // 2. pgbench -S on every target, client counts interleaved so drift affects all alike.
+    const results = new Map<string, PgbenchResult>();
+    for (const c of CLIENTS) {
+      for (const t of targets) {
+        const isGw = t.name.startsWith('gateway');
+        const r = await pgbench(env, t, c, SECONDS, isGw ? gwPid : undefined);
+        results.set(`${t.name}/${c}`, r);
+        const cpu = r.gatewayCpu !== undefined ? `, gateway CPU ${(r.gatewayCpu * 100).toFixed(0)}% of a core (${fmt(r.gatewayUsPerTx ?? NaN)} µs/tx)` : '';
+        console.log(`  ${t.name.padEnd(15)} c=${String(c).padEnd(2)} ${r.error ? `FAILED ${r.error}` : `tps ${fmt(r.tps)}  latency ${fmt(r.latencyMs, 3)} ms${r.failed ? `  failed ${r.failed}` : ''}${cpu}`}`);
+      }
+    }
+    const rssAfterPgbench = vmRssKb(gwPid);
+
+    // 3. Stream a big result through the gateway (now warm) and directly.
+    if (ROWS > 0) {
+      for (const [kind, sql] of [['select', selectSql], ['copy', copySql]] as const) {
+        for (const t of [targets[3]!, targets[1]!, targets[0]!]) {
+          const isGw = t.name === 'gateway';
+          stream.push(await streamThrough(env, t, `psql ${kind} ${ROWS} rows via ${t.name}${isGw ? ' (after pgbench)' : ''}`, sql, isGw ? gwPid : undefined));
+        }
+      }
+    }
+
+    // ---- report ----
+    console.log('\n=== pgbench -S -M extended (select-only, extended protocol) ===');
+    const rows: string[][] = [['target', 'clients', 'tps', 'latency ms', 'gw CPU', 'gw µs/tx', 'box busy', 'setup']];
+    for (const c of CLIENTS) {
+      for (const t of targets) {
+        const r = results.get(`${t.name}/${c}`)!;
+        rows.push([
+          t.name,
+          String(c),
+          r.error ? 'FAILED' : fmt(r.tps),
+          r.error ? '-' : fmt(r.latencyMs, 3),
+          r.gatewayCpu !== undefined ? `${(r.gatewayCpu * 100).toFixed(0)}%` : '',
+          r.gatewayUsPerTx !== undefined ? fmt(r.gatewayUsPerTx) : '',
+          `${(r.machineBusy * 100).toFixed(0)}%`,
+          t.note,
+        ]);
+      }
+    }
+    console.log(table(rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'l']));
+    console.log('gw CPU: the gateway process\'s CPU time over the run, in % of one core; box busy: all CPUs of the machine, everything included.');
+
+    console.log('\n=== ratios (TPS) and added latency ===');
+    const ratioRows: string[][] = [['clients', 'gw/direct', 'gw/direct-tls', 'gw/pgbouncer', 'gw-tls-up/direct-tls', 'gw-tls-up/pgbouncer']];
+    const get = (n: string, c: number) => results.get(`${n}/${c}`)!;
+    for (const c of CLIENTS) {
+      const g = get('gateway', c).tps;
+      const gt = get('gateway-tls-up', c).tps;
+      ratioRows.push([String(c), fmt(g / get('direct', c).tps, 3), fmt(g / get('direct-tls', c).tps, 3), fmt(g / get('pgbouncer', c).tps, 3), fmt(gt / get('direct-tls', c).tps, 3), fmt(gt / get('pgbouncer', c).tps, 3)]);
+    }
+    console.log(table(ratioRows, ['r', 'r', 'r', 'r', 'r', 'r']));
+    if (CLIENTS.includes(1)) {
+      const l = (n: string) => get(n, 1).latencyMs;
+      console.log(`added latency at 1 client: gateway − direct = ${fmt(l('gateway') - l('direct'), 3)} ms; gateway − direct-tls = ${fmt(l('gateway') - l('direct-tls'), 3)} ms; gateway − pgbouncer = ${fmt(l('gateway') - l('pgbouncer'), 3)} ms; gateway-tls-up − direct-tls = ${fmt(l('gateway-tls-up') - l('direct-tls'), 3)} ms`);
+    }
+    console.log(`gateway VmRSS: ${mb(rssIdle)} MB idle after start, ${mb(rssAfterPgbench)} MB after the pgbench runs`);
+
+    if (stream.length) {
+      console.log(`\n=== ${ROWS} rows streamed with psql (output to /dev/null) ===`);
+      const srows: string[][] = [['run', 'elapsed s', 'gateway RSS before MB', 'gateway RSS peak MB']];
+      for (const s of stream) srows.push([s.label + (s.error ? ' (FAILED)' : ''), (s.ms / 1000).toFixed(2), s.baseKb !== undefined ? mb(s.baseKb) : '', s.peakKb !== undefined ? mb(s.peakKb) : '']);
+      console.log(table(srows, ['l', 'r', 'r', 'r']));
+    }
+
+    console.log('\n=== goals ===');
+    const c8 = CLIENTS.includes(8) ? get('gateway', 8).tps / get('pgbouncer', 8).tps : NaN;
+    const add1 = CLIENTS.includes(1) ? get('gateway', 1).latencyMs - get('direct', 1).latencyMs : NaN;
+    const peakAll = Math.max(...stream.filter((s) => s.peakKb !== undefined).map((s) => s.peakKb!));
+    const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
+    console.log(`gateway/pgbouncer TPS at 8 clients >= 0.9: ${fmt(c8, 3)} (${verdict(c8 >= 0.9)})`);
+    console.log(`added latency at 1 client <= 0.1 ms: ${fmt(add1, 3)} ms (${verdict(add1 <= 0.1)})`);
+    if (stream.length) {
+      const fresh = stream.find((x) => x.label.includes('(fresh)'))?.peakKb ?? NaN;
+      console.log(`gateway RSS while ${ROWS} rows stream < 150 MB: peak ${mb(peakAll)} MB over all runs (${verdict(peakAll / 1024 < 150)}); ${mb(fresh)} MB on the fresh gateway (${verdict(fresh / 1024 < 150)})`);
+    }
+    console.log(`\nload average at end: ${loadavg()}; total bench time ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  } finally {
+    await gw?.stop().catch((e) => console.error(`stopping the gateway: ${e.message}`));
+    await pgb?.stop().catch((e) => console.error(`stopping pgbouncer: ${e.message}`));
+    await pgs?.stop().catch((e) => console.error(`stopping postgres: ${e.message}`));
+  }
+  if (CPU_PROF) {
+    const files = fs.readdirSync(CPU_PROF).filter((f) => f.startsWith(`gateway-${gwPidForProfile}.`)).map((f) => path.join(CPU_PROF, f));
+    const newest = files.map((f) => ({ f, size: fs.statSync(f).size })).sort((a, b) => b.size - a.size)[0];
+    if (newest) {
+      console.log(`\n=== gateway CPU profile (${newest.f}) ===`);
+      console.log(summarizeProfile(newest.f));
+    } else console.log(`\nno CPU profile found in ${CPU_PROF}`);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`bench failed: ${(e as Error).stack ?? e}`);
+    process.exit(1);
+  },
+);
