@@ -42,6 +42,8 @@ export class Relay {
   private holding = false;
   private ended = false;
   private terminating = false;
+  /** the target's socket buffer is full: read no more from the client until it drains */
+  private upstreamFull = false;
   private readonly fromClient: FrameScanner;
   private readonly fromServer: FrameScanner;
   onEnd: ((reason: string) => void) | null = null;
@@ -85,7 +87,8 @@ export class Relay {
     server.on('data', (chunk: Buffer) => this.serverData(chunk));
     client.on('drain', () => server.resume());
     server.on('drain', () => {
-      if (!this.holding) client.resume();
+      this.upstreamFull = false;
+      if (!this.holding && !this.pumping) client.resume();
     });
     client.on('close', () => this.end('client disconnected'));
     server.on('close', () => this.end('target closed the connection'));
@@ -217,40 +220,55 @@ export class Relay {
     });
   }
 
-  /** Writes queued items in order; stops the client's stream while a record is pending. */
+  /**
+   * Writes queued items in order. Every hold queued so far is awaited first (they were
+   * recorded together, so usually in one commit), then the whole run goes out in one write:
+   * Parse/Bind/Describe travel with their Execute and the target answers them in one packet.
+   * The client's stream stays paused while a record is pending.
+   */
   private async pump(): Promise<void> {
     if (this.pumping) return;
     this.pumping = true;
     try {
       while (this.out.length && !this.ended) {
-        const item = this.out[0]!;
-        if (Buffer.isBuffer(item)) {
+        const items = this.out.splice(0, this.out.length);
+        const bufs: Buffer[] = [];
+        for (const item of items) {
+          if (Buffer.isBuffer(item)) {
+            bufs.push(item);
+            continue;
+          }
+          if (!this.holding) {
+            this.holding = true;
+            this.client.pause();
+          }
+          let bytes: Buffer | null;
+          try {
+            bytes = await item();
+          } catch (e) {
+            // The journal could not record the command: refuse it and end the session,
+            // because nothing after it could be recorded either (fail closed).
+            this.kill('58030', `statement refused: the gateway could not record it (${(e as Error).message}); retry when the journal store is back`);
+            return;
+          }
+          if (this.ended) return;
+          if (bytes) bufs.push(bytes);
+        }
+        let ok = true;
+        if (bufs.length === 1) ok = this.server.write(bufs[0]!);
+        else if (bufs.length > 1) {
           this.server.cork();
-          let ok = true;
-          while (this.out.length && Buffer.isBuffer(this.out[0])) ok = this.server.write(this.out.shift() as Buffer) && ok;
+          for (const b of bufs) ok = this.server.write(b) && ok;
           this.server.uncork();
-          if (!ok) this.client.pause();
-          continue;
         }
-        this.holding = true;
-        this.client.pause();
-        let bytes: Buffer | null;
-        try {
-          bytes = await item();
-        } catch (e) {
-          // The journal could not record the command: refuse it and end the session,
-          // because nothing after it could be recorded either (fail closed).
-          this.kill('58030', `statement refused: the gateway could not record it (${(e as Error).message}); retry when the journal store is back`);
-          return;
-        }
-        this.out.shift();
-        if (bytes && !this.ended) this.server.write(bytes);
+        if (!ok) this.upstreamFull = true;
       }
     } finally {
       this.pumping = false;
       this.holding = false;
       if (this.terminating && this.out.length === 0) this.end('client terminated');
-      else if (!this.ended) this.client.resume();
+      else if (!this.ended && !this.upstreamFull) this.client.resume();
+      else if (this.upstreamFull) this.client.pause();
     }
   }
 
