@@ -22,8 +22,6 @@ export class JournalWriteError extends Error {
 // 400 rows x 7 columns stays far below SQLite's and PostgreSQL's bound-parameter limits
 // while keeping statement count per batch low.
 const ROWS_PER_INSERT = 400;
-/** how long an event nobody waits for (a result) may wait for company before it is committed */
-const LAZY_COMMIT_MS = 2;
 const COLUMNS = 7;
 
 interface Waiter {
@@ -54,7 +52,6 @@ export class Journal {
   private open_: Batch | null = null;
   private writing: Batch | null = null;
   private scheduled = false;
-  private lazyTimer: NodeJS.Timeout | undefined;
   // After a failed write the store's head is not trusted until re-read (a commit whose
   // acknowledgement was lost may still have landed).
   private resync = false;
@@ -96,21 +93,20 @@ export class Journal {
   /** Resolves once the event is committed; rejects with JournalWriteError if it never will be. */
   append(e: NewEvent): Promise<JournalEvent> {
     return new Promise<JournalEvent>((resolve, reject) => {
-      const event = this.enqueue(e, true);
+      const event = this.enqueue(e);
       this.open_!.waiters.push({ event, resolve, reject });
     });
   }
 
   /** Fire-and-forget append for events nobody waits on (results); failures go to onError. */
   record(e: NewEvent): JournalEvent {
-    const event = this.enqueue(e, false);
+    const event = this.enqueue(e);
     this.open_!.records++;
     return event;
   }
 
   /** Waits until every event appended so far is committed or rejected. Never rejects. */
   flush(): Promise<void> {
-    if (this.open_ && !this.writing) this.schedule(true);
     const last = this.open_ ?? this.writing;
     return last ? last.settled : Promise.resolve();
   }
@@ -133,28 +129,7 @@ export class Journal {
     await this.checkpoint();
   }
 
-  /**
-   * Commits at the next turn when someone waits (a command about to be forwarded), or within
-   * LAZY_COMMIT_MS when no one does (results): those then ride along with the next command's
-   * commit instead of costing one of their own.
-   */
-  private schedule(urgent: boolean): void {
-    if (this.writing) return; // committed() schedules what is left
-    if (urgent) {
-      if (this.lazyTimer) {
-        clearTimeout(this.lazyTimer);
-        this.lazyTimer = undefined;
-      }
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(this.drain);
-      }
-    } else if (!this.scheduled && !this.lazyTimer) {
-      this.lazyTimer = setTimeout(this.drain, LAZY_COMMIT_MS);
-    }
-  }
-
-  private enqueue(e: NewEvent, urgent: boolean): JournalEvent {
+  private enqueue(e: NewEvent): JournalEvent {
     const event: JournalEvent = {
       seq: this.seq + 1,
       ts: isoNow(),
@@ -174,16 +149,15 @@ export class Journal {
     const batch = (this.open_ ??= new Batch());
     batch.events.push(event);
     batch.bodies.push(body);
-    this.schedule(urgent);
+    if (!this.scheduled && !this.writing) {
+      this.scheduled = true;
+      setImmediate(this.drain);
+    }
     return event;
   }
 
   private readonly drain = (): void => {
     this.scheduled = false;
-    if (this.lazyTimer) {
-      clearTimeout(this.lazyTimer);
-      this.lazyTimer = undefined;
-    }
     if (this.writing || !this.open_) return;
     const batch = this.open_;
     this.open_ = null;
@@ -232,8 +206,11 @@ export class Journal {
     this.writing = null;
     for (const w of batch.waiters) w.resolve(w.event);
     batch.settle();
-    // A turn later rather than now, so appends made by the callers just resolved join it.
-    if (this.open_) this.schedule(this.open_.waiters.length > 0);
+    if (this.open_ && !this.scheduled) {
+      // A turn later rather than now, so appends made by the callers just resolved join it.
+      this.scheduled = true;
+      setImmediate(this.drain);
+    }
     if (this.committedSeq - this.lastCheckpoint >= this.every) this.autoCheckpoint();
   }
 

@@ -165,6 +165,10 @@ function targetError(c: PostgresConnection, f: Buffer): UpstreamError {
   const fields = decodeFields(f);
   // 28P01/28000 from the target are the gateway's misconfiguration, not the caller's fault;
   // say so without echoing anything about the held credentials.
+  if (fields.code === '28000') {
+    // pg_hba rejections name the host, user and database, never a password: safe to pass on.
+    return new UpstreamError(`the target refused the gateway's login for connection "${c.name}": ${fields.message ?? 'no reason given'} (28000); ask an operator to check the target's pg_hba.conf and the connection's tls setting`);
+  }
   if (fields.code?.startsWith('28')) {
     return new UpstreamError(`the target rejected the gateway's credentials for connection "${c.name}" (${fields.code}); ask an operator to check the connection's user and password`);
   }
