@@ -16,7 +16,7 @@ export interface SessionDeps {
 
 export interface ResultRecord {
   /** unknown: the connection ended before the target answered */
-  status: 'ok' | 'error' | 'not_run' | 'unknown';
+  status: 'ok' | 'error' | 'denied' | 'not_run' | 'unknown';
   tag?: string;
   rows?: number | null;
   error?: { code?: string; message?: string; detail?: string };

@@ -42,6 +42,7 @@ export class Relay {
   private holding = false;
   private ended = false;
   private terminating = false;
+  private pieces: Buffer[] = [];
   /** the target's socket buffer is full: read no more from the client until it drains */
   private upstreamFull = false;
   private readonly fromClient: FrameScanner;
@@ -54,7 +55,7 @@ export class Relay {
     private readonly server: Duplex,
     private readonly limits: RelayLimits,
   ) {
-    this.tracker = new ResponseTracker({ sampleRows: limits.sampleRows, maxValueBytes: limits.maxValueBytes });
+    this.tracker = new ResponseTracker({ sampleRows: limits.sampleRows, maxValueBytes: limits.maxValueBytes }, (b) => this.emit(b));
     this.fromClient = new FrameScanner(
       {
         // CopyData streams through; every other client message is small enough to read whole.
@@ -72,7 +73,7 @@ export class Relay {
       {
         want: (type) => (type === 0x44 ? this.tracker.wantsRow() : type !== 0x64),
         onFrame: (type, f) => this.tracker.onFrame(type, f),
-        onBytes: () => {},
+        onBytes: (b) => this.emit(b),
         onSkipped: (type, len) => this.tracker.onSkipped(type, len),
       },
       // The target is trusted more than a client, but a bound keeps a broken one from exhausting memory.
@@ -113,7 +114,35 @@ export class Relay {
       this.end('target sent an invalid message');
       return;
     }
-    if (!this.client.write(chunk)) this.server.pause();
+    const pieces = this.pieces;
+    if (pieces.length === 0) return;
+    this.pieces = [];
+    let ok: boolean;
+    if (pieces.length === 1) ok = this.client.write(pieces[0]!);
+    else {
+      this.client.cork();
+      ok = true;
+      for (const p of pieces) ok = this.client.write(p) && ok;
+      this.client.uncork();
+    }
+    if (!ok) this.server.pause();
+  }
+
+  /**
+   * Collects what goes to the client for the chunk being processed. Consecutive views of one
+   * chunk are merged back, so an unchanged chunk still leaves in a single write.
+   */
+  private emit(b: Buffer): void {
+    const last = this.pieces[this.pieces.length - 1];
+    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) {
+      this.pieces[this.pieces.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + b.length);
+    } else this.pieces.push(b);
+  }
+
+  /** Sends a gateway message (a notice) once every earlier request has been answered. */
+  private inject(bytes: Buffer): void {
+    if (this.tracker.size === 0 && this.fromServer.idle) this.client.write(bytes);
+    else this.tracker.push({ kind: 'inject', bytes });
   }
 
   private clientData(chunk: Buffer): void {

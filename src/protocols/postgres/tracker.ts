@@ -1,6 +1,8 @@
 // Pairs the server's responses with the client's requests, in order, so that each
 // statement's result (tag, rows, error, first rows) is recorded against its command.
-// It reads the response stream; it never changes it.
+// It passes every response on through `out`, in order, changing only what the gateway
+// decided itself: the target's error for a poisoned (denied) request becomes the denial,
+// and gateway messages (notices) are injected at the right place in the stream.
 import type { Execution, ResultRecord } from '../../session/session.ts';
 import { decodeCommandComplete, decodeDataRow, decodeFields, decodeRowDescription, tagRows } from './codec.ts';
 
@@ -14,16 +16,22 @@ export interface StatementState {
   bytesIn: number;
   bytesOut: number;
   copy: boolean;
+  /** the gateway denied this statement (block, or a review that did not pass) */
+  denied?: boolean;
   /** a result that arrived before the command's record was done (see attachExecution) */
   early?: ResultRecord;
 }
 
 export type Pending =
-  | { kind: 'parse' | 'bind' | 'close' | 'sync' }
+  | { kind: 'bind' | 'close' | 'sync' }
+  /** denial: sent in place of the target's error for a Parse the gateway poisoned */
+  | { kind: 'parse'; denial?: Buffer }
+  /** bytes the gateway itself sends once everything before them has been answered */
+  | { kind: 'inject'; bytes: Buffer }
   /** portal: a Describe of a portal, whose RowDescription belongs to the Execute that follows */
   | { kind: 'describe'; portal?: boolean }
-  | { kind: 'execute'; st: StatementState }
-  | { kind: 'query'; sts: StatementState[]; idx: number };
+  | { kind: 'execute'; st: StatementState; denial?: Buffer }
+  | { kind: 'query'; sts: StatementState[]; idx: number; denial?: Buffer };
 
 export interface TrackerLimits {
   sampleRows: number;
@@ -40,7 +48,11 @@ export class ResponseTracker {
   /** transaction status from the last ReadyForQuery: I, T or E */
   txStatus: 'I' | 'T' | 'E' = 'I';
 
-  constructor(private readonly limits: TrackerLimits) {}
+  constructor(
+    private readonly limits: TrackerLimits,
+    /** where responses go, in order */
+    private readonly out: (b: Buffer) => void,
+  ) {}
 
   push(p: Pending): void {
     this.q.push(p);
@@ -67,6 +79,11 @@ export class ResponseTracker {
 
   /** A response message the tracker asked to see whole. */
   onFrame(type: number, f: Buffer): void {
+    if (type === 0x45 /* E */) {
+      const p = this.q[this.head];
+      const denial = p && 'denial' in p ? p.denial : undefined;
+      this.out(denial ?? f);
+    } else this.out(f);
     switch (type) {
       case 0x31 /* 1 ParseComplete */:
       case 0x32 /* 2 BindComplete */:
@@ -166,10 +183,17 @@ export class ResponseTracker {
   }
 
   private error(f: Buffer): void {
-    const fields = decodeFields(f);
     const p = this.q[this.head];
     if (!p) return;
+    // A poisoned request's error is the gateway's denial, and is recorded as such.
+    const denial = 'denial' in p ? p.denial : undefined;
+    const fields = decodeFields(denial ?? f);
     const error = { code: fields.code, message: fields.message, detail: fields.detail };
+    if (p.kind === 'query' && denial) {
+      for (const st of p.sts) finish(st, st.denied ? { status: 'denied', error } : { status: 'not_run' });
+      p.idx = p.sts.length;
+      return;
+    }
     if (p.kind === 'query') {
       const st = p.sts[p.idx];
       if (st) finish(st, { status: 'error', error, rows: st.rows });
@@ -181,7 +205,7 @@ export class ResponseTracker {
     // An error in Parse, Bind or Describe (a syntax error, a bad parameter value) is the
     // outcome of the Execute it prepared: record it there rather than lose it.
     let unreported = p.kind !== 'execute' && p.kind !== 'sync';
-    if (p.kind === 'execute') finish(p.st, { status: 'error', error, rows: p.st.rows });
+    if (p.kind === 'execute') finish(p.st, denial ? { status: 'denied', error } : { status: 'error', error, rows: p.st.rows });
     if (p.kind !== 'sync') this.shift();
     // After an error the server skips every extended-protocol message until Sync.
     while (this.head < this.q.length && this.q[this.head]!.kind !== 'sync') {
@@ -215,6 +239,11 @@ export class ResponseTracker {
 
   private shift(): void {
     this.head++;
+    // Gateway messages queued behind the entry just answered go out now, in place.
+    while (this.head < this.q.length && this.q[this.head]!.kind === 'inject') {
+      this.out((this.q[this.head] as { bytes: Buffer }).bytes);
+      this.head++;
+    }
     // Compact occasionally so a long session's queue does not grow without bound.
     if (this.head > 1024 && this.head * 2 > this.q.length) {
       this.q.splice(0, this.head);
