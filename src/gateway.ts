@@ -12,6 +12,7 @@ import { openStore, type Store } from './store/db.ts';
 import { storeOptions } from './store/options.ts';
 import { loadTlsMaterial } from './util/tls-material.ts';
 import { startApi } from './api/server.ts';
+import { ReviewService } from './approval/reviews.ts';
 import { splitHostPort } from './util/hostport.ts';
 
 export interface Gateway {
@@ -20,6 +21,7 @@ export interface Gateway {
   journal: Journal;
   signer: Signer;
   registry: SessionRegistry;
+  reviews: ReviewService;
   ports: { postgres?: number; api?: number };
   close(): Promise<void>;
 }
@@ -40,7 +42,23 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
     const registry = new SessionRegistry();
     registry.watchRevocations(store.db);
     closers.push(async () => registry.stop());
-    const guard = new Guard();
+    const reviews = new ReviewService(store, journal, {
+      publicUrl: config.publicUrl,
+      webhook: config.notify ? { url: config.notify.webhook, secret: config.notify.secret } : undefined,
+      onError: (err) => log('review notification failed', { error: err.message }),
+    });
+    // Nothing of a previous process waits on its pending reviews any more.
+    const stale = await reviews.expireStale(new Set());
+    if (stale) log('expired pending reviews of the previous run', { count: stale });
+    const expiry = setInterval(() => {
+      reviews.expireStale(new Set(registry.all().map((s) => s.id))).catch((e) => log('review expiry failed', { error: (e as Error).message }));
+    }, 15_000);
+    expiry.unref();
+    closers.push(async () => {
+      clearInterval(expiry);
+      await reviews.close();
+    });
+    const guard = new Guard(config.policy);
     await loadPostgresParser();
     const ports: Gateway['ports'] = {};
 
@@ -71,7 +89,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
     }
     if (config.listen.api) {
       const [host, port] = splitHostPort(config.listen.api, 'listen.api');
-      const api = await startApi({ store, journal, signer, registry }, host, port);
+      const api = await startApi({ store, journal, signer, registry, reviews }, host, port);
       ports.api = api.port;
       closers.push(() => api.close());
     }
@@ -83,6 +101,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       journal,
       signer,
       registry,
+      reviews,
       ports,
       async close() {
         if (closed) return;

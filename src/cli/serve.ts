@@ -18,7 +18,7 @@ export async function serveCommand(ctx: CliContext): Promise<number> {
     const { startDemoTarget } = await import('../demo/pglite.ts');
     demo = await startDemoTarget(config.dataDir);
     if (!config.connections.some((c) => c.name === 'demo')) {
-      config.connections.push({ name: 'demo', type: 'postgres', host: demo.host, port: demo.port, database: demo.database, user: demo.user, password: demo.password, tls: 'disable' });
+      config.connections.push({ name: 'demo', type: 'postgres', host: demo.host, port: demo.port, database: demo.database, user: demo.user, password: demo.password, tls: 'disable', preview: 'explain' });
     }
   }
   const gw = await startGateway(config, log).catch(async (e) => {

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
 import { configSchema, type Config } from './schema.ts';
 import { ConfigError, resolveSecret } from './secrets.ts';
+import { loadPolicy } from '../guard/policy-schema.ts';
 
 export { ConfigError };
 
@@ -36,7 +37,7 @@ export function parseConfig(raw: unknown, configDir: string): Config {
     const field = formatPath(issue.path, raw) || '(top level)';
     throw new ConfigError(field, issue.message);
   }
-  const cfg: Config = { ...parsed.data, configDir };
+  const cfg: Config = { ...parsed.data, configDir, policy: loadPolicy((raw as { policy?: unknown } | null)?.policy ?? {}, configDir) };
   cfg.dataDir = resolve(configDir, cfg.dataDir);
   const seen = new Set<string>();
   cfg.connections.forEach((c, i) => {
@@ -46,6 +47,7 @@ export function parseConfig(raw: unknown, configDir: string): Config {
     if (c.password !== undefined) c.password = resolveSecret(c.password, `${field}.password`, configDir);
     if (c.ca !== undefined) c.ca = resolveSecret(c.ca, `${field}.ca`, configDir);
   });
+  if (cfg.notify) cfg.notify.secret = resolveSecret(cfg.notify.secret, 'notify.secret', configDir);
   if (cfg.tls.cert) cfg.tls.cert = resolveSecret(cfg.tls.cert, 'tls.cert', configDir);
   if (cfg.tls.key) cfg.tls.key = resolveSecret(cfg.tls.key, 'tls.key', configDir);
   if (!!cfg.tls.cert !== !!cfg.tls.key) throw new ConfigError('tls', 'set both cert and key, or neither (a certificate is then generated)');

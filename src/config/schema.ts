@@ -1,6 +1,7 @@
 // The YAML config, validated with zod. Every field a user can get wrong has a message
 // that says what is expected.
 import { z } from 'zod';
+import type { Policy } from '../guard/policy-schema.ts';
 
 const hostPort = z
   .string()
@@ -19,6 +20,8 @@ export const postgresConnection = z.strictObject({
   tls: z.enum(['disable', 'prefer', 'require', 'verify-full']).default('prefer'),
   /** PEM CA bundle (or file:/env: ref) for verify-full; the system store when absent */
   ca: z.string().optional(),
+  /** what a reviewer sees of a held statement: nothing, its EXPLAIN plan, or also a rolled-back dry run */
+  preview: z.enum(['none', 'explain', 'dryRun']).default('none'),
 });
 
 export const configSchema = z.strictObject({
@@ -66,10 +69,21 @@ export const configSchema = z.strictObject({
       authTimeoutSeconds: z.number().min(1).default(15),
     })
     .default({ maxClientConnections: 1000, maxMessageBytes: 64 << 20, authTimeoutSeconds: 15 }),
+  /** guard rules; validated by loadPolicy (guard/policy-schema.ts), which also reads includes */
+  policy: z.unknown().optional(),
+  /** base URL of the console/API, used in approval links */
+  publicUrl: z.string().url().optional(),
+  notify: z
+    .strictObject({
+      /** receives review.requested events, HMAC-SHA256 signed with `secret` */
+      webhook: z.string().url(),
+      secret: z.string().min(1),
+    })
+    .optional(),
   connections: z.array(z.discriminatedUnion('type', [postgresConnection])).default([]),
 });
 
 export type RawConfig = z.input<typeof configSchema>;
-export type Config = z.output<typeof configSchema> & { configDir: string };
+export type Config = Omit<z.output<typeof configSchema>, 'policy'> & { configDir: string; policy: Policy };
 export type PostgresConnection = z.output<typeof postgresConnection>;
 export type Connection = PostgresConnection;

@@ -1,4 +1,6 @@
 // The guard's vocabulary, shared by every protocol. Nothing here knows a wire format.
+import type { Classification } from './classification.ts';
+import type { ReviewTerms } from './policy.ts';
 
 /** A protocol-neutral command: a SQL statement, a shell command, an HTTP request, a tool call. */
 export interface Command {
@@ -21,6 +23,6 @@ export interface Denial {
 }
 
 export type Verdict =
-  | { action: 'allow'; rule: string }
-  | { action: 'block'; rule: string; denial: Denial }
-  | { action: 'review'; rule: string; denial: Denial };
+  | { action: 'allow'; rule: string; classification?: Classification; reviewId?: string }
+  | { action: 'block'; rule: string; denial: Denial; classification?: Classification }
+  | { action: 'review'; rule: string; denial: Denial; terms: ReviewTerms; classification?: Classification };

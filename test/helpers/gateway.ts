@@ -84,6 +84,8 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayUnderTe
         tls: opts.targetTls ?? (opts.target.caCertPem ? 'require' : 'disable'),
       },
     ],
+    // Tests of other features run under an allow-all policy; guard tests bring their own.
+    policy: { default: { action: 'allow' } },
     ...opts.extra,
   };
   const configPath = path.join(dir, 'gatehouse.yaml');

@@ -3,7 +3,7 @@
 // recorded them; everything else streams through in order. Target → client: bytes pass
 // through untouched and unbuffered while the tracker reads them to record results.
 import type { Duplex } from 'node:stream';
-import type { Session } from '../../session/session.ts';
+import type { Execution, Session } from '../../session/session.ts';
 import { splitPostgres } from '../../guard/sql-postgres.ts';
 import {
   FrameScanner,
@@ -14,8 +14,25 @@ import {
   decodeQuery,
   decodeTarget,
   errorResponse,
+  frame,
+  noticeResponse,
 } from './codec.ts';
-import { ResponseTracker, attachExecution, newStatement } from './tracker.ts';
+import { ResponseTracker, attachExecution, newStatement, type Pending, type StatementState } from './tracker.ts';
+import type { Denial } from '../../guard/types.ts';
+import { unknownClassification, type Classification } from '../../guard/classification.ts';
+import type { ReviewPreview } from '../../approval/reviews.ts';
+
+/** Sent instead of a denied Query: it fails in every transaction state, as the statement would have. */
+const POISON_QUERY = frame('Q', Buffer.from('gatehouse denied\0'));
+/** Sent instead of a denied Parse or Execute: the target then skips to Sync, as after any error. */
+const POISON_PARSE = frame('P', Buffer.from('gatehouse_denied\0gatehouse denied\0\0\0'));
+
+/** The shared denial shape as a PostgreSQL error: 42501, reason, rule (and review), hint. */
+function denialFrame(d: Denial): Buffer {
+  return errorResponse({ severity: 'ERROR', code: '42501', message: d.reason, detail: `rule: ${d.rule}${d.reviewId ? `; review: ${d.reviewId}` : ''}`, hint: d.hint });
+}
+
+export type PreviewFn = (text: string, params: unknown[] | undefined, c: Classification | undefined) => Promise<ReviewPreview | null>;
 
 export interface RelayLimits {
   maxMessageBytes: number;
@@ -25,6 +42,7 @@ export interface RelayLimits {
 }
 
 interface Portal {
+  statement: string;
   text: string;
   params: unknown[];
   resultFormats: number[];
@@ -54,6 +72,8 @@ export class Relay {
     private readonly client: Duplex,
     private readonly server: Duplex,
     private readonly limits: RelayLimits,
+    /** what a reviewer sees of a held statement (EXPLAIN, dry run), when the connection opts in */
+    private readonly preview?: PreviewFn,
   ) {
     this.tracker = new ResponseTracker({ sampleRows: limits.sampleRows, maxValueBytes: limits.maxValueBytes }, (b) => this.emit(b));
     this.fromClient = new FrameScanner(
@@ -163,26 +183,47 @@ export class Relay {
         const text = decodeQuery(f);
         const stmts = splitPostgres(text);
         const sts = stmts.map(() => newStatement(null));
-        const entry = { kind: 'query' as const, sts, idx: 0 };
+        const entry: Pending & { kind: 'query' } = { kind: 'query', sts, idx: 0 };
         this.tracker.push(entry);
         // Recording starts now, in arrival order, so pipelined commands share one commit.
         const recorded = Promise.all(stmts.map((s) => this.session.run({ kind: 'sql', dialect: 'postgres', text: s.text, meta: { statementType: s.type, ...(stmts.length > 1 ? { batch: stmts.length } : {}) } })));
         recorded.catch(() => {});
-        this.hold(f, async () => {
+        const copy = Buffer.from(f);
+        this.hold(async () => {
           const execs = await recorded;
-          execs.forEach((e, i) => (sts[i]!.exec = e));
+          execs.forEach((e, i) => attachExecution(sts[i]!, e));
+          // One statement denied denies the string: the server would run it as one unit.
+          const denial = await this.verdicts(execs, entry, sts);
+          if (!denial) return copy;
+          entry.denial = denialFrame(denial);
+          return POISON_QUERY;
         });
         return;
       }
       case 0x50 /* P Parse */: {
         const p = decodeParse(f);
         this.statements.set(p.name, p.text);
-        this.tracker.push({ kind: 'parse' });
-        break;
+        const entry: Pending & { kind: 'parse' } = { kind: 'parse' };
+        this.tracker.push(entry);
+        // Checked at Parse so a forbidden statement never reaches the target's parser and
+        // planner; reviews wait for Execute, where the parameters are known.
+        const cmd = { kind: 'sql' as const, dialect: 'postgres' as const, text: p.text, meta: { protocol: 'extended', phase: 'parse', statement: p.name } };
+        const v = this.session.check(cmd);
+        if (v.classification) this.session.prepared.define(p.name, v.classification);
+        if (v.action !== 'block') break;
+        const recorded = this.session.run(cmd, v.classification);
+        recorded.catch(() => {});
+        entry.denial = denialFrame(v.denial);
+        this.hold(async () => {
+          (await recorded).finish({ status: 'denied', error: { code: '42501', message: v.denial.reason } });
+          return POISON_PARSE;
+        });
+        return;
       }
       case 0x42 /* B Bind */: {
         const b = decodeBind(f);
         this.portals.set(b.portal, {
+          statement: b.statement,
           text: this.statements.get(b.statement) ?? '',
           params: this.renderParams(b.params, b.formats),
           resultFormats: b.resultFormats,
@@ -197,17 +238,29 @@ export class Relay {
         const { portal } = decodeExecute(f);
         const p = this.portals.get(portal);
         const st = newStatement(null, p?.resultFormats ?? []);
-        this.tracker.push({ kind: 'execute', st });
-        const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: p?.text ?? '', params: p?.params, meta: { protocol: 'extended', portal } });
+        const entry: Pending & { kind: 'execute' } = { kind: 'execute', st };
+        this.tracker.push(entry);
+        // Judged by what was prepared (checked again: the policy or the grant may have changed).
+        const prepared = p ? this.session.prepared.lookup(p.statement) : undefined;
+        const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: p?.text ?? '', params: p?.params, meta: { protocol: 'extended', portal } }, prepared);
         recorded.catch(() => {});
-        this.hold(f, async () => {
-          attachExecution(st, await recorded);
+        const copy = Buffer.from(f);
+        this.hold(async () => {
+          const exec = await recorded;
+          attachExecution(st, exec);
+          const denial = await this.verdicts([exec], entry, [st]);
+          if (!denial) return copy;
+          entry.denial = denialFrame(denial);
+          return POISON_PARSE;
         });
         return;
       }
       case 0x43 /* C Close */: {
         const t = decodeTarget(f);
-        if (t.kind === 'S') this.statements.delete(t.name);
+        if (t.kind === 'S') {
+          this.statements.delete(t.name);
+          this.session.prepared.remove(t.name);
+        }
         else this.portals.delete(t.name);
         this.tracker.push({ kind: 'close' });
         break;
@@ -217,11 +270,21 @@ export class Relay {
         break;
       case 0x46 /* F FunctionCall */: {
         const st = newStatement(null);
-        this.tracker.push({ kind: 'query', sts: [st], idx: 0 });
-        const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: `-- fastpath function call (oid ${f.length >= 9 ? f.readInt32BE(5) : 0})`, meta: { protocol: 'function-call' } });
+        const entry: Pending & { kind: 'query' } = { kind: 'query', sts: [st], idx: 0 };
+        this.tracker.push(entry);
+        const oid = f.length >= 9 ? f.readInt32BE(5) : 0;
+        // A call by function oid (large objects use it) cannot be classified: fail closed.
+        const unknown = unknownClassification(`fastpath call of function oid ${oid}`);
+        const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: `-- fastpath function call (oid ${oid})`, meta: { protocol: 'function-call' } }, unknown);
         recorded.catch(() => {});
-        this.hold(f, async () => {
-          st.exec = await recorded;
+        const copy = Buffer.from(f);
+        this.hold(async () => {
+          const exec = await recorded;
+          attachExecution(st, exec);
+          const denial = await this.verdicts([exec], entry, [st]);
+          if (!denial) return copy;
+          entry.denial = denialFrame(denial);
+          return POISON_QUERY;
         });
         return;
       }
@@ -239,14 +302,38 @@ export class Relay {
     this.out.push(f);
   }
 
-  /** Queues a message that may be forwarded only after `record` has durably run. */
-  private hold(f: Buffer, record: () => Promise<void>): void {
-    // Copy: the frame may be a view into a chunk that the socket reuses.
-    const copy = Buffer.from(f);
-    this.out.push(async () => {
-      await record();
-      return copy;
-    });
+  /** Queues a point in the stream where forwarding waits for `decide`: the bytes it returns go on. */
+  private hold(decide: () => Promise<Buffer | null>): void {
+    this.out.push(decide);
+  }
+
+  /**
+   * Applies the verdicts of recorded commands: null when all may run; otherwise the denial to
+   * send. Held commands wait here for their reviews; the client is told at once.
+   */
+  private async verdicts(execs: Execution[], entry: Pending, sts: StatementState[]): Promise<Denial | null> {
+    const blocked = execs.findIndex((e) => e.verdict.action === 'block');
+    if (blocked >= 0) {
+      sts[blocked]!.denied = true;
+      return (execs[blocked]!.verdict as { denial: Denial }).denial;
+    }
+    const held = execs.map((e, i) => [e, i] as const).filter(([e]) => e.verdict.action === 'review');
+    if (held.length === 0) return null;
+    const outcomes = await Promise.all(
+      held.map(([e]) =>
+        this.session.hold(e, {
+          onHeld: (notice) => {
+            const b = noticeResponse({ severity: 'NOTICE', code: '01000', message: notice });
+            if (this.tracker.injectBefore(entry, b)) this.client.write(b);
+          },
+          preview: this.preview ? () => this.preview!(e.command.text, e.command.params, e.verdict.classification) : undefined,
+        }),
+      ),
+    );
+    const denied = outcomes.findIndex((o) => o.action === 'deny');
+    if (denied < 0) return null;
+    sts[held[denied]![1]]!.denied = true;
+    return (outcomes[denied] as { denial: Denial }).denial;
   }
 
   /**

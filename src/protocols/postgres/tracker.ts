@@ -58,6 +58,17 @@ export class ResponseTracker {
     this.q.push(p);
   }
 
+  /**
+   * Places gateway bytes just before `p`'s responses. True when nothing before `p` is still
+   * unanswered: the caller writes them now.
+   */
+  injectBefore(p: Pending, bytes: Buffer): boolean {
+    const i = this.q.indexOf(p, this.head);
+    if (i <= this.head) return true;
+    this.q.splice(i, 0, { kind: 'inject', bytes });
+    return false;
+  }
+
   get size(): number {
     return this.q.length - this.head;
   }
