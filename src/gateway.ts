@@ -47,7 +47,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       webhook: config.notify ? { url: config.notify.webhook, secret: config.notify.secret } : undefined,
       onError: (err) => log('review notification failed', { error: err.message }),
     });
-    // Nothing of a previous process waits on its pending reviews any more.
+    // No session of a previous process waits on its reviews any more; deferred ones live on until they expire.
     const stale = await reviews.expireStale(new Set());
     if (stale) log('expired pending reviews of the previous run', { count: stale });
     const expiry = setInterval(() => {
@@ -74,6 +74,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
         clientAuth: config.postgres.clientAuth,
         connections: new Map(config.connections.filter((c) => c.type === 'postgres').map((c) => [c.name, c])),
         cancels: new CancelMap(),
+        reviews,
         limits: {
           maxMessageBytes: config.limits.maxMessageBytes,
           authTimeoutMs: config.limits.authTimeoutSeconds * 1000,

@@ -18,6 +18,10 @@ commands:
   sessions show ID                       a session's timeline: each statement, then its result
   sessions export ID --out FILE          an offline-verifiable bundle of one session
   verify [--bundle FILE] [--pubkey FILE] check the journal (or a bundle); exit 0 when intact
+  approvals list [--status pending]      held statements awaiting (or past) review
+  approvals show ID                      a review: statement, requester, rule, approvals, expiry, preview
+  approvals approve ID [--comment TEXT]  approve a held statement (needs your key: --key NAME.KEY or GATEHOUSE_KEY)
+  approvals deny ID --reason TEXT        deny it; the requester is told the reason
 
 every command takes --config FILE (or GATEHOUSE_CONFIG); --json prints data as JSON`;
 
@@ -43,6 +47,10 @@ const options = {
   out: { type: 'string' },
   bundle: { type: 'string' },
   pubkey: { type: 'string' },
+  comment: { type: 'string' },
+  reason: { type: 'string' },
+  key: { type: 'string' },
+  status: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
 
@@ -74,6 +82,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import('./sessions.ts')).sessionsCommand(ctx);
       case 'verify':
         return await (await import('./verify.ts')).verifyCommand(ctx);
+      case 'approvals':
+        return await (await import('./approvals.ts')).approvalsCommand(ctx);
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

@@ -93,6 +93,22 @@ const SENSITIVE_SETTINGS = new Set([
   'local_preload_libraries',
 ]);
 
+/**
+ * Whether a SET or BEGIN turns a read-only session writable: SET TRANSACTION / SESSION
+ * CHARACTERISTICS / BEGIN … READ WRITE, or any SET of the read-only settings. Routine for ORMs,
+ * so not a class of its own; flagged (`read_write`) for sessions the policy keeps read-only.
+ */
+function leavesReadOnly(name: string, args: unknown): boolean {
+  if (name === 'default_transaction_read_only' || name === 'transaction_read_only') return true;
+  if (!Array.isArray(args)) return false;
+  for (const a of args) {
+    const d = (a as { DefElem?: { defname?: string; arg?: { A_Const?: { ival?: { ival?: number } } } } }).DefElem;
+    // READ WRITE parses as transaction_read_only = 0, whose ival protobuf leaves empty.
+    if (d?.defname === 'transaction_read_only' && !d.arg?.A_Const?.ival?.ival) return true;
+  }
+  return false;
+}
+
 function isDangerousFunction(name: string): boolean {
   if (DANGEROUS_FUNCTIONS.has(name)) return true;
   for (const p of DANGEROUS_PREFIXES) if (name.startsWith(p)) return true;
@@ -402,6 +418,7 @@ function funcCall(o: Obj, ctx: Ctx): void {
   if (name === 'set_config') {
     // set_config('search_path', …) is routine (pg_dump, ORMs); set_config('role', …) is SET ROLE.
     const setting = stringConst((o.args as unknown[] | undefined)?.[0]);
+    if (setting !== undefined && leavesReadOnly(setting.toLowerCase(), null)) acc.flags.add('read_write');
     if (setting !== undefined && !SENSITIVE_SETTINGS.has(setting.toLowerCase())) {
       walkFields(o, ctx, FUNCNAME_SKIP);
       return;
@@ -537,6 +554,7 @@ const HANDLERS: Record<string, Handler> = Object.assign(Object.create(null) as R
 
   VariableSetStmt(o, ctx) {
     const name = typeof o.name === 'string' ? o.name.toLowerCase() : '';
+    if (leavesReadOnly(name, o.args)) ctx.acc.flags.add('read_write');
     if (o.kind === 'VAR_RESET' || o.kind === 'VAR_RESET_ALL') {
       // RESET returns to the connection's own settings (RESET ROLE: the role the gateway logged
       // in with), which cannot exceed what the gateway was configured with.
@@ -711,6 +729,7 @@ const HANDLERS: Record<string, Handler> = Object.assign(Object.create(null) as R
   // transaction that may belong to another session, hence admin.
   TransactionStmt(o, ctx) {
     const type = TRANSACTION_TYPES[o.kind as string] ?? 'TRANSACTION';
+    if (leavesReadOnly('transaction', o.options)) ctx.acc.flags.add('read_write');
     statement(ctx, type, type === 'COMMIT_PREPARED' || type === 'ROLLBACK_PREPARED' ? 'admin' : 'read');
   },
   DeclareCursorStmt: simple('DECLARE_CURSOR', 'read'),

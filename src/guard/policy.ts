@@ -314,7 +314,7 @@ export class PolicyEngine {
 
     // A read-only grant is not a rule: no allow rule can lift it, so it is checked first.
     // It blocks rather than asks for review: the grant says this identity only reads here.
-    if (this.readOnly.length && ((mask & NOT_READ_ONLY) !== 0 || c.writes.length > 0)) {
+    if (this.readOnly.length && ((mask & NOT_READ_ONLY) !== 0 || c.writes.length > 0 || c.flags.includes('read_write'))) {
       const g = this.readOnlyGrant(identity, facts.connection);
       if (g) return withReason(g.decision, c.reason);
     }

@@ -58,6 +58,35 @@ const migrations: Record<string, Migration> = {
       void sql;
     },
   },
+  '0002_reviews': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('reviews')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('binding_hash', 'text', (c) => c.notNull())
+        .addColumn('session_id', 'text', (c) => c.notNull())
+        .addColumn('identity_id', 'text', (c) => c.notNull())
+        .addColumn('identity_name', 'text', (c) => c.notNull())
+        .addColumn('identity_kind', 'text', (c) => c.notNull())
+        .addColumn('connection', 'text', (c) => c.notNull())
+        .addColumn('text', 'text', (c) => c.notNull())
+        .addColumn('params', 'text')
+        .addColumn('rule', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text', (c) => c.notNull())
+        .addColumn('approvers', 'text', (c) => c.notNull())
+        .addColumn('min_approvals', 'integer', (c) => c.notNull())
+        .addColumn('mode', 'text', (c) => c.notNull())
+        .addColumn('decisions', 'text', (c) => c.notNull())
+        .addColumn('preview', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .addColumn('decided_at', 'text')
+        .execute();
+      await db.schema.createIndex('reviews_binding').on('reviews').columns(['binding_hash', 'status']).execute();
+      await db.schema.createIndex('reviews_status').on('reviews').columns(['status', 'created_at']).execute();
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

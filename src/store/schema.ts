@@ -48,11 +48,36 @@ export interface CheckpointTable {
   signature: string; // base64 Ed25519 over checkpointMessage(size, root)
 }
 
+/** A statement held for human approval (src/approval/reviews.ts). */
+export interface ReviewTable {
+  id: string; // "r-" + 10 base32 characters
+  status: 'pending' | 'approved' | 'denied' | 'expired' | 'consumed';
+  binding_hash: string; // hex sha256 of identity + connection + normalized text + params
+  session_id: string;
+  identity_id: string;
+  identity_name: string;
+  identity_kind: 'agent' | 'human';
+  connection: string;
+  text: string;
+  params: string | null; // JSON array
+  rule: string;
+  reason: string;
+  approvers: string; // JSON array of group names
+  min_approvals: number;
+  mode: 'wait' | 'defer';
+  decisions: string; // JSON array of { by, byId, decision, comment, at }
+  preview: string | null; // JSON { plan?, estimatedRows?, affectedRows?, error? }
+  created_at: string;
+  expires_at: string;
+  decided_at: string | null;
+}
+
 export interface DB {
   identities: IdentityTable;
   sessions: SessionTable;
   events: EventTable;
   checkpoints: CheckpointTable;
+  reviews: ReviewTable;
 }
 
 export type { Generated };

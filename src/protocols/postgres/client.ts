@@ -27,6 +27,8 @@ import {
 } from './codec.ts';
 import { FrameQueue } from './frame-queue.ts';
 import { Relay } from './relay.ts';
+import { previewFor } from './preview.ts';
+import type { ReviewService } from '../../approval/reviews.ts';
 import { ScramError, ScramServerSession } from './scram.ts';
 import { readStartupPacket } from './startup.ts';
 import { UpstreamError, connectUpstream, sendCancel } from './upstream.ts';
@@ -41,6 +43,7 @@ export interface PgGatewayContext {
   clientAuth: 'scram-sha-256' | 'password';
   connections: Map<string, PostgresConnection>;
   cancels: CancelMap;
+  reviews?: ReviewService;
   limits: { maxMessageBytes: number; authTimeoutMs: number; sampleRows: number; maxValueBytes: number };
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -160,6 +163,12 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
 
     const forward = new Map<string, string>();
     for (const [k, v] of params) if (PASS_PARAMS.has(k) && v.length <= 1024) forward.set(k, v);
+    const readOnly = ctx.guard.readOnlyFor(identity, conn.name);
+    if (readOnly) {
+      // The database enforces it too, so a write the parser cannot see (inside a function) fails.
+      // Last in `options`, so it wins over anything the client put there.
+      forward.set('options', `${forward.get('options') ?? ''} -c default_transaction_read_only=on`.trim());
+    }
     const up = await connectUpstream(conn, forward).catch((e) => {
       if (e instanceof UpstreamError) throw new ClientFatal(e.sqlstate.startsWith('28') ? '08001' : e.sqlstate, `connection "${conn.name}": ${e.message}`);
       throw e;
@@ -167,7 +176,7 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
 
     let session: Session;
     try {
-      session = await Session.open(ctx, { identity, connection: conn.name, protocol: 'postgres', clientAddr: peer, meta: { tls: isTls, application: params.get('application_name') ?? null } });
+      session = await Session.open(ctx, { identity, connection: conn.name, protocol: 'postgres', clientAddr: peer, meta: { tls: isTls, application: params.get('application_name') ?? null, readOnly } });
     } catch (e) {
       up.socket.destroy();
       throw new ClientFatal('58030', `session refused: the gateway could not record it (${(e as Error).message})`);
@@ -186,7 +195,7 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
     sock.write(readyForQuery('I'));
     sock.uncork();
     // ReadyForQuery of the target's startup was consumed by the upstream client; relay the rest.
-    const relay = new Relay(session, sock, up.socket, { maxMessageBytes: ctx.limits.maxMessageBytes, sampleRows: ctx.limits.sampleRows, maxValueBytes: ctx.limits.maxValueBytes, maxParams: 100 });
+    const relay = new Relay(session, sock, up.socket, { maxMessageBytes: ctx.limits.maxMessageBytes, sampleRows: ctx.limits.sampleRows, maxValueBytes: ctx.limits.maxValueBytes, maxParams: 100 }, previewFor(conn));
     ctx.registry.add(session);
     session.onKill = (reason) => relay.kill('57P01', `${reason}; session closed by the gateway`);
     relay.onEnd = (reason) => {
