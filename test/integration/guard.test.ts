@@ -38,8 +38,9 @@ before(async () => {
   await admin.query('create table t2 (id int); insert into t2 values (1), (2)');
   await admin.query(`create function sneaky() returns int language sql as $$ insert into t values (99, 'x') returning 1 $$`);
   await admin.end();
-  gw = await startGateway({ target: pgs, extra: { policy } });
-  keys.agent = await gw.createKey('agent');
+  const conn = (name: string, preview: string) => ({ name, type: 'postgres', host: '127.0.0.1', port: pgs!.port, database: 'postgres', user: 'postgres', password: pgs!.password, tls: 'require', preview });
+  gw = await startGateway({ target: pgs, extra: { policy, connections: [conn('main', 'none'), conn('previewed', 'dryRun')] } });
+  keys.agent = await gw.createKey('agent', { connections: 'main,previewed' });
   keys.dba1 = await gw.createKey('dba1', { kind: 'human', groups: 'dba' });
   keys.dba2 = await gw.createKey('dba2', { kind: 'human', groups: 'dba' });
   keys.dbagent = await gw.createKey('dbagent', { groups: 'dba' });
@@ -245,4 +246,32 @@ test('kill -9 while a statement is held: after restart the review is expired and
   assert.equal((await target('select count(*)::int as n from t where id = 3')).rows[0].n, 1);
   const v = await gw.cli(['verify']);
   assert.equal(v.code, 0, v.stdout);
+});
+
+test('preview: a held DELETE carries its EXPLAIN plan and, with dryRun, the rows it would affect', async (t) => {
+  if (!gw) return t.skip('postgres binaries not installed');
+  const c = new pg.Client({ ...gw.pgConfig('agent', keys.agent!), database: 'previewed' });
+  await c.connect();
+  try {
+    const pending = c.query('delete from t where id between 10 and 12').catch((e) => e);
+    const id = await pendingReview('between 10 and 12');
+    let review: any;
+    for (let i = 0; i < 50 && !review?.preview; i++) {
+      review = (await api('GET', `/api/approvals/${id}`, 'dba1')).json;
+      if (!review.preview) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(review.preview, 'preview attached');
+    assert.match(review.preview.plan, /Delete on t/);
+    assert.equal(typeof review.preview.estimatedRows, 'number');
+    assert.equal(review.preview.affectedRows, 3);
+    // The dry run was rolled back, and nothing ran before approval.
+    assert.equal((await target('select count(*)::int as n from t where id between 10 and 12')).rows[0].n, 3);
+    const show = await gw.cli(['approvals', 'show', id, '--key', `dba1.${keys.dba1}`]);
+    assert.match(show.stdout, /Delete on t/);
+    await api('POST', `/api/approvals/${id}/deny`, 'dba1', { reason: 'no' });
+    const err = await pending;
+    assert.equal(err.code, '42501');
+  } finally {
+    await c.end();
+  }
 });
