@@ -137,6 +137,33 @@ function sampleRss(pid: number, ms = 100): { stop(): { peakKb: number; samples: 
   };
 }
 
+/** Twenty rules of the kind a production policy has; none matches pgbench's SELECT. */
+const REALISTIC_POLICY = {
+  default: { action: 'allow' },
+  rules: [
+    { name: 'no-admin', match: { classes: ['admin'] }, action: 'block' },
+    { name: 'no-procedural', match: { classes: ['procedural'] }, action: 'block' },
+    { name: 'no-dcl', match: { classes: ['dcl'] }, action: 'block' },
+    { name: 'no-drops', match: { types: ['DROP_TABLE', 'DROP_SCHEMA', 'DROP_DATABASE', 'TRUNCATE'] }, action: 'block' },
+    { name: 'no-unbounded-deletes', match: { types: ['DELETE', 'UPDATE'], flags: ['without_where'] }, action: 'block' },
+    { name: 'billing-writes', match: { tables: { write: ['billing.*'] } }, action: 'review', approvers: ['dba'] },
+    { name: 'users-reads-by-agents', match: { kinds: ['agent'], tables: { read: ['public.users', 'auth.*'] } }, action: 'review', approvers: ['security'] },
+    { name: 'secrets-schema', match: { schemas: { read: ['vault'], write: ['vault'] } }, action: 'block' },
+    { name: 'prod-ddl', match: { connections: ['prod-*'], classes: ['ddl'] }, action: 'review', approvers: ['dba'], minApprovals: 2 },
+    { name: 'contractors-no-writes', match: { groups: ['contractors'], classes: ['write', 'ddl', 'copy'] }, action: 'block' },
+    { name: 'copy-out-large', match: { classes: ['copy'], identities: ['etl-*'] }, action: 'allow' },
+    { name: 'copy-review', match: { classes: ['copy'] }, action: 'review', approvers: ['dba'] },
+    { name: 'long-statements', match: { when: 'command.text.size() > 20000' }, action: 'review', approvers: ['dba'] },
+    { name: 'agent-night-writes', match: { kinds: ['agent'], classes: ['write'], when: 'identity.name.startsWith("nightly-")' }, action: 'allow' },
+    { name: 'agent-writes', match: { kinds: ['agent'], classes: ['write'] }, action: 'review', approvers: ['dba'], mode: 'defer' },
+    { name: 'explain-analyze', match: { flags: ['analyze'] }, action: 'review', approvers: ['dba'] },
+    { name: 'for-update-agents', match: { kinds: ['agent'], flags: ['for_update'] }, action: 'review', approvers: ['dba'] },
+    { name: 'audit-table', match: { tables: { write: ['audit_log', 'public.audit_log'] } }, action: 'block' },
+    { name: 'staging-free', match: { connections: ['staging-*'] }, action: 'allow' },
+    { name: 'multi-statement-agents', match: { kinds: ['agent'], flags: ['multiple_statements'], classes: ['write'] }, action: 'review', approvers: ['dba'] },
+  ],
+};
+
 const mb = (kb: number) => (kb / 1024).toFixed(1);
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 
@@ -296,6 +323,7 @@ async function main(): Promise<void> {
   let pgs: PgServer | undefined;
   let pgb: Pgbouncer | undefined;
   let gw: GatewayUnderTest | undefined;
+  let gwPolicy: GatewayUnderTest | undefined;
   const savedNodeOptions = process.env.NODE_OPTIONS;
   try {
     pgs = await startPostgres({ ssl: true });
@@ -323,11 +351,21 @@ async function main(): Promise<void> {
       if (savedNodeOptions === undefined) delete process.env.NODE_OPTIONS;
       else process.env.NODE_OPTIONS = savedNodeOptions;
     }
+    // The same gateway with a realistic 20-rule policy that a pgbench SELECT walks in full
+    // (no rule matches a read of pgbench_accounts), to measure the guard's cost on the wire.
+    gwPolicy = await startGateway({
+      target: pgs,
+      extra: {
+        connections: [{ name: 'main', type: 'postgres', host: pgs.host, port: pgs.port, database: pgs.database, user: pgs.user, password: 'file:target-password', tls: 'disable' }],
+        policy: REALISTIC_POLICY,
+      },
+    });
     const gwPid = gw.pid()!;
     gwPidForProfile = gwPid;
     await new Promise((r) => setTimeout(r, 1000));
     const rssIdle = vmRssKb(gwPid);
     const key = await gw.createKey('bench', { connections: 'main,main-tls' });
+    const policyKey = await gwPolicy.createKey('bench', { connections: 'main' });
 
     const direct = `host=${pgs.host} port=${pgs.port} dbname=${pgs.database} user=${pgs.user}`;
     const targets: Target[] = [
@@ -336,6 +374,7 @@ async function main(): Promise<void> {
       { name: 'pgbouncer', conninfo: `host=127.0.0.1 port=${pgb.port} dbname=${pgs.database} user=${pgs.user} sslmode=disable`, password: pgs.password, note: 'plaintext client + upstream, transaction pool 10' },
       { name: 'gateway', conninfo: `host=127.0.0.1 port=${gw.pgPort} dbname=main user=bench sslmode=require`, password: key, note: 'TLS client, plaintext upstream, recording' },
       { name: 'gateway-tls-up', conninfo: `host=127.0.0.1 port=${gw.pgPort} dbname=main-tls user=bench sslmode=require`, password: key, note: 'TLS client, TLS upstream, recording' },
+      { name: 'gateway-policy', conninfo: `host=127.0.0.1 port=${gwPolicy.pgPort} dbname=main user=bench sslmode=require`, password: policyKey, note: 'as gateway, with a 20-rule policy' },
     ];
     const env = { PGCONNECT_TIMEOUT: '10', PGAPPNAME: 'gatehouse-bench' };
 
@@ -359,7 +398,7 @@ async function main(): Promise<void> {
     for (const c of CLIENTS) {
       for (const t of targets) {
         const isGw = t.name.startsWith('gateway');
-        const r = await pgbench(env, t, c, SECONDS, isGw ? gwPid : undefined);
+        const r = await pgbench(env, t, c, SECONDS, isGw ? (t.name === 'gateway-policy' ? gwPolicy.pid()! : gwPid) : undefined);
         results.set(`${t.name}/${c}`, r);
         const cpu = r.gatewayCpu !== undefined ? `, gateway CPU ${(r.gatewayCpu * 100).toFixed(0)}% of a core (${fmt(r.gatewayUsPerTx ?? NaN)} µs/tx)` : '';
         console.log(`  ${t.name.padEnd(15)} c=${String(c).padEnd(2)} ${r.error ? `FAILED ${r.error}` : `tps ${fmt(r.tps)}  latency ${fmt(r.latencyMs, 3)} ms${r.failed ? `  failed ${r.failed}` : ''}${cpu}`}`);
@@ -412,6 +451,7 @@ async function main(): Promise<void> {
       console.log(`added latency at 1 client: gateway − direct = ${fmt(l('gateway') - l('direct'), 3)} ms; gateway − direct-tls = ${fmt(l('gateway') - l('direct-tls'), 3)} ms; gateway − pgbouncer = ${fmt(l('gateway') - l('pgbouncer'), 3)} ms; gateway-tls-up − direct-tls = ${fmt(l('gateway-tls-up') - l('direct-tls'), 3)} ms`);
     }
     console.log(`gateway VmRSS: ${mb(rssIdle)} MB idle after start, ${mb(rssAfterPgbench)} MB after the pgbench runs`);
+    for (const c of CLIENTS) console.log(`guard policy cost at ${c} client(s): gateway-policy/gateway TPS = ${fmt(get('gateway-policy', c).tps / get('gateway', c).tps, 3)} (goal ≥ 0.95)`);
 
     if (stream.length) {
       console.log(`\n=== ${ROWS} rows streamed with psql (output to /dev/null) ===`);
@@ -434,6 +474,7 @@ async function main(): Promise<void> {
     console.log(`\nload average at end: ${loadavg()}; total bench time ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     await gw?.stop().catch((e) => console.error(`stopping the gateway: ${e.message}`));
+    await gwPolicy?.stop().catch((e) => console.error(`stopping the policy gateway: ${e.message}`));
     await pgb?.stop().catch((e) => console.error(`stopping pgbouncer: ${e.message}`));
     await pgs?.stop().catch((e) => console.error(`stopping postgres: ${e.message}`));
   }
