@@ -165,7 +165,7 @@ function renderReview(r: Review & { url?: string | null }): string[] {
   if (p) {
     lines.push('  preview:');
     if (p.estimatedRows !== undefined) lines.push(`    estimated rows: ${p.estimatedRows}`);
-    if (p.affectedRows !== undefined) lines.push(`    affected rows (dry run, rolled back): ${p.affectedRows}`);
+    if (p.affectedRows !== undefined) lines.push(`    affected rows (dry run): ${p.affectedRows}`);
     if (p.plan) for (const l of p.plan.split('\n')) lines.push(`    | ${l}`);
     if (p.error) lines.push(`    (no preview: ${p.error})`);
   }
