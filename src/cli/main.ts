@@ -22,6 +22,8 @@ commands:
   approvals show ID                      a review: statement, requester, rule, approvals, expiry, preview
   approvals approve ID [--comment TEXT]  approve a held statement (needs your key: --key NAME.KEY or GATEHOUSE_KEY)
   approvals deny ID --reason TEXT        deny it; the requester is told the reason
+  policy test --policy FILE [--session ID | --since 7d]
+                                         replay recorded commands against a candidate policy; show changed verdicts
 
 every command takes --config FILE (or GATEHOUSE_CONFIG); --json prints data as JSON`;
 
@@ -51,6 +53,9 @@ const options = {
   reason: { type: 'string' },
   key: { type: 'string' },
   status: { type: 'string' },
+  policy: { type: 'string' },
+  session: { type: 'string' },
+  since: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
 
@@ -84,6 +89,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import('./verify.ts')).verifyCommand(ctx);
       case 'approvals':
         return await (await import('./approvals.ts')).approvalsCommand(ctx);
+      case 'policy':
+        return await (await import('./policy.ts')).policyCommand(ctx);
       default:
         throw new UsageError(`unknown command "${command}"`);
     }
