@@ -60,6 +60,7 @@ export class Relay {
   private holding = false;
   private ended = false;
   private terminating = false;
+  private skipUntilSync = false;
   private pieces: Buffer[] = [];
   /** the target's socket buffer is full: read no more from the client until it drains */
   private upstreamFull = false;
@@ -178,6 +179,12 @@ export class Relay {
   }
 
   private clientMessage(type: number, f: Buffer): void {
+    // After a refused Parse, the target skips every extended-protocol message until Sync;
+    // the gateway does the same, so nothing of the refused pipeline is recorded as if it ran.
+    if (this.skipUntilSync) {
+      if (type === 0x53 /* Sync */) this.skipUntilSync = false;
+      else if (type !== 0x58 /* Terminate */ && type !== 0x48 /* Flush */) return;
+    }
     switch (type) {
       case 0x51 /* Q */: {
         const text = decodeQuery(f);
@@ -214,6 +221,7 @@ export class Relay {
         const recorded = this.session.run(cmd, v.classification);
         recorded.catch(() => {});
         entry.denial = denialFrame(v.denial);
+        this.skipUntilSync = true;
         this.hold(async () => {
           (await recorded).finish({ status: 'denied', error: { code: '42501', message: v.denial.reason } });
           return POISON_PARSE;
