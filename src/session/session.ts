@@ -38,6 +38,8 @@ export interface ResultRecord {
   columns?: string[];
   sample?: unknown[][];
   truncated?: boolean;
+  /** values masked in this result, per detector or column rule */
+  masked?: Record<string, number>;
   /** bytes moved, e.g. COPY volume */
   bytesIn?: number;
   bytesOut?: number;

@@ -377,20 +377,75 @@ export function decodeCommandComplete(f: Buffer): string {
   return new BodyReader(f).cstring();
 }
 
-export function decodeRowDescription(f: Buffer): { name: string; typeOid: number; format: number }[] {
+export interface PgColumn {
+  name: string;
+  /** 0 when the column is not a plain table column (an expression) */
+  tableOid: number;
+  attnum: number;
+  typeOid: number;
+  format: number;
+}
+
+export function decodeRowDescription(f: Buffer): PgColumn[] {
   const r = new BodyReader(f);
   const n = r.int16();
-  const cols: { name: string; typeOid: number; format: number }[] = [];
+  const cols: PgColumn[] = [];
   for (let i = 0; i < n; i++) {
     const name = r.cstring();
-    r.int32(); // table oid
-    r.int16(); // column attnum
-    const typeOid = r.int32();
+    const tableOid = r.int32() >>> 0;
+    const attnum = r.int16();
+    const typeOid = r.int32() >>> 0;
     r.int16(); // type size
     r.int32(); // type modifier
-    cols.push({ name, typeOid, format: r.int16() });
+    cols.push({ name, tableOid, attnum, typeOid, format: r.int16() });
   }
   return cols;
+}
+
+export function encodeDataRow(values: readonly (Buffer | null)[]): Buffer {
+  let len = 4 + 2;
+  for (const v of values) len += 4 + (v ? v.length : 0);
+  const out = Buffer.allocUnsafe(1 + len);
+  out[0] = 0x44;
+  out.writeInt32BE(len, 1);
+  out.writeInt16BE(values.length, 5);
+  let off = 7;
+  for (const v of values) {
+    if (v === null) {
+      out.writeInt32BE(-1, off);
+      off += 4;
+    } else {
+      out.writeInt32BE(v.length, off);
+      v.copy(out, off + 4);
+      off += 4 + v.length;
+    }
+  }
+  return out;
+}
+
+/**
+ * Re-encodes an ErrorResponse/NoticeResponse with some field values changed (e.g. masked),
+ * keeping every other field as the server sent it. Returns the input when nothing changed.
+ */
+export function rewriteFields(f: Buffer, change: (code: string, value: string) => string): Buffer {
+  const r = new BodyReader(f);
+  const parts: Buffer[] = [];
+  let changed = false;
+  while (r.left > 0) {
+    const t = r.byte();
+    if (t === 0) break;
+    const code = String.fromCharCode(t);
+    const v = r.cstring();
+    const nv = change(code, v);
+    if (nv !== v) changed = true;
+    parts.push(Buffer.from([t]), cstr(nv));
+  }
+  if (!changed) return f;
+  return frame(String.fromCharCode(f[0]!), Buffer.concat([...parts, Buffer.from([0])]));
+}
+
+export function encodeNotification(pid: number, channel: string, payload: string): Buffer {
+  return frame('A', Buffer.concat([int32(pid), cstr(channel), cstr(payload)]));
 }
 
 export function decodeDataRow(f: Buffer): (Buffer | null)[] {

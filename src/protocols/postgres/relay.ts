@@ -21,6 +21,8 @@ import { ResponseTracker, attachExecution, newStatement, type Pending, type Stat
 import type { Denial } from '../../guard/types.ts';
 import { unknownClassification, type Classification } from '../../guard/classification.ts';
 import type { ReviewPreview } from '../../approval/reviews.ts';
+import type { RowMasking } from './masking.ts';
+import type { PgColumn } from './codec.ts';
 
 /** Sent instead of a denied Query: it fails in every transaction state, as the statement would have. */
 const POISON_QUERY = frame('Q', Buffer.from('gatehouse denied\0'));
@@ -31,6 +33,8 @@ const POISON_PARSE = frame('P', Buffer.from('gatehouse_denied\0gatehouse denied\
 function denialFrame(d: Denial): Buffer {
   return errorResponse({ severity: 'ERROR', code: '42501', message: d.reason, detail: `rule: ${d.rule}${d.reviewId ? `; review: ${d.reviewId}` : ''}`, hint: d.hint });
 }
+
+const MAX_STATEMENTS = 10_000;
 
 export type PreviewFn = (text: string, params: unknown[] | undefined, c: Classification | undefined) => Promise<ReviewPreview | null>;
 
@@ -43,6 +47,7 @@ export interface RelayLimits {
 
 interface Portal {
   statement: string;
+  cols?: PgColumn[];
   text: string;
   params: unknown[];
   resultFormats: number[];
@@ -61,6 +66,8 @@ export class Relay {
   private ended = false;
   private terminating = false;
   private skipUntilSync = false;
+  /** result columns of prepared statements, learned from Describe answers (bounded by the statements map) */
+  private readonly statementCols = new Map<string, PgColumn[]>();
   private pieces: Buffer[] = [];
   /** the target's socket buffer is full: read no more from the client until it drains */
   private upstreamFull = false;
@@ -75,8 +82,15 @@ export class Relay {
     private readonly limits: RelayLimits,
     /** what a reviewer sees of a held statement (EXPLAIN, dry run), when the connection opts in */
     private readonly preview?: PreviewFn,
+    /** masking of results, errors and notifications, when the connection has it and the identity is not exempt */
+    private readonly masking?: RowMasking,
   ) {
-    this.tracker = new ResponseTracker({ sampleRows: limits.sampleRows, maxValueBytes: limits.maxValueBytes }, (b) => this.emit(b));
+    this.tracker = new ResponseTracker(
+      { sampleRows: limits.sampleRows, maxValueBytes: limits.maxValueBytes },
+      (b) => this.emit(b),
+      masking,
+      (name, cols) => this.statementCols.set(name, cols),
+    );
     this.fromClient = new FrameScanner(
       {
         // CopyData streams through; every other client message is small enough to read whole.
@@ -92,7 +106,7 @@ export class Relay {
     );
     this.fromServer = new FrameScanner(
       {
-        want: (type) => (type === 0x44 ? this.tracker.wantsRow() : type !== 0x64),
+        want: (type) => (type === 0x44 ? this.tracker.wantsRow() : type !== 0x64 || this.tracker.wantsCopyData),
         onFrame: (type, f) => this.tracker.onFrame(type, f),
         onBytes: (b) => this.emit(b),
         onSkipped: (type, len) => this.tracker.onSkipped(type, len),
@@ -209,6 +223,12 @@ export class Relay {
       }
       case 0x50 /* P Parse */: {
         const p = decodeParse(f);
+        // Bounded: a client preparing endless names must not grow the gateway without limit.
+        if (this.statements.size >= MAX_STATEMENTS && !this.statements.has(p.name)) {
+          const oldest = this.statements.keys().next().value as string;
+          this.statements.delete(oldest);
+          this.statementCols.delete(oldest);
+        }
         this.statements.set(p.name, p.text);
         const entry: Pending & { kind: 'parse' } = { kind: 'parse' };
         this.tracker.push(entry);
@@ -217,7 +237,16 @@ export class Relay {
         const cmd = { kind: 'sql' as const, dialect: 'postgres' as const, text: p.text, meta: { protocol: 'extended', phase: 'parse', statement: p.name } };
         const v = this.session.check(cmd);
         if (v.classification) this.session.prepared.define(p.name, v.classification);
-        if (v.action !== 'block') break;
+        if (v.action !== 'block') {
+          this.out.push(f);
+          if (this.masking) {
+            // Learn the statement's result columns, which a client executing it later (as
+            // libpq's prepared statements do) may never ask for, so rows can be masked by column.
+            this.tracker.push({ kind: 'describe', statement: p.name, internal: true });
+            this.out.push(frame('D', Buffer.from(`S${p.name}\0`)));
+          }
+          return;
+        }
         const recorded = this.session.run(cmd, v.classification);
         recorded.catch(() => {});
         entry.denial = denialFrame(v.denial);
@@ -232,6 +261,7 @@ export class Relay {
         const b = decodeBind(f);
         this.portals.set(b.portal, {
           statement: b.statement,
+          cols: this.statementCols.get(b.statement),
           text: this.statements.get(b.statement) ?? '',
           params: this.renderParams(b.params, b.formats),
           resultFormats: b.resultFormats,
@@ -239,13 +269,15 @@ export class Relay {
         this.tracker.push({ kind: 'bind' });
         break;
       }
-      case 0x44 /* D Describe */:
-        this.tracker.push({ kind: 'describe', portal: decodeTarget(f).kind === 'P' });
+      case 0x44 /* D Describe */: {
+        const t = decodeTarget(f);
+        this.tracker.push(t.kind === 'P' ? { kind: 'describe', portal: true } : { kind: 'describe', statement: t.name });
         break;
+      }
       case 0x45 /* E Execute */: {
         const { portal } = decodeExecute(f);
         const p = this.portals.get(portal);
-        const st = newStatement(null, p?.resultFormats ?? []);
+        const st = newStatement(null, p?.resultFormats ?? [], p?.cols);
         const entry: Pending & { kind: 'execute' } = { kind: 'execute', st };
         this.tracker.push(entry);
         // Judged by what was prepared (checked again: the policy or the grant may have changed).
@@ -267,6 +299,7 @@ export class Relay {
         const t = decodeTarget(f);
         if (t.kind === 'S') {
           this.statements.delete(t.name);
+          this.statementCols.delete(t.name);
           this.session.prepared.remove(t.name);
         }
         else this.portals.delete(t.name);

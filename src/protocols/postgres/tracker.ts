@@ -4,7 +4,21 @@
 // decided itself: the target's error for a poisoned (denied) request becomes the denial,
 // and gateway messages (notices) are injected at the right place in the stream.
 import type { Execution, ResultRecord } from '../../session/session.ts';
-import { decodeCommandComplete, decodeDataRow, decodeFields, decodeRowDescription, tagRows } from './codec.ts';
+import {
+  decodeCommandComplete,
+  decodeDataRow,
+  decodeFields,
+  decodeNotification,
+  decodeRowDescription,
+  encodeDataRow,
+  encodeNotification,
+  frame,
+  rewriteFields,
+  tagRows,
+  type PgColumn,
+} from './codec.ts';
+import type { RowMasking, RowPlan } from './masking.ts';
+import { hasCounts, type Counts } from '../../mask/counts.ts';
 
 export interface StatementState {
   exec: Execution | null;
@@ -16,6 +30,13 @@ export interface StatementState {
   bytesIn: number;
   bytesOut: number;
   copy: boolean;
+  /** COPY in binary format: its rows cannot be masked */
+  copyBinary?: boolean;
+  /** the result's columns, from a RowDescription or the prepared statement's */
+  cols?: PgColumn[];
+  plan?: RowPlan;
+  /** values masked, per detector or column */
+  masked: Counts;
   /** the gateway denied this statement (block, or a review that did not pass) */
   denied?: boolean;
   /** a result that arrived before the command's record was done (see attachExecution) */
@@ -28,8 +49,12 @@ export type Pending =
   | { kind: 'parse'; denial?: Buffer }
   /** bytes the gateway itself sends once everything before them has been answered */
   | { kind: 'inject'; bytes: Buffer }
-  /** portal: a Describe of a portal, whose RowDescription belongs to the Execute that follows */
-  | { kind: 'describe'; portal?: boolean }
+  /**
+   * portal: a Describe of a portal, whose RowDescription belongs to the Execute that follows.
+   * statement: a Describe of that prepared statement; internal: sent by the gateway itself
+   * (to learn the columns it must mask), so its answer is not passed on.
+   */
+  | { kind: 'describe'; portal?: boolean; statement?: string; internal?: boolean }
   | { kind: 'execute'; st: StatementState; denial?: Buffer }
   | { kind: 'query'; sts: StatementState[]; idx: number; denial?: Buffer };
 
@@ -38,8 +63,8 @@ export interface TrackerLimits {
   maxValueBytes: number;
 }
 
-export function newStatement(exec: Execution | null, formats: number[] = []): StatementState {
-  return { exec, rows: 0, formats, sample: [], bytesIn: 0, bytesOut: 0, copy: false };
+export function newStatement(exec: Execution | null, formats: number[] = [], cols?: PgColumn[]): StatementState {
+  return { exec, rows: 0, formats, sample: [], bytesIn: 0, bytesOut: 0, copy: false, cols, masked: {} };
 }
 
 export class ResponseTracker {
@@ -52,7 +77,13 @@ export class ResponseTracker {
     private readonly limits: TrackerLimits,
     /** where responses go, in order */
     private readonly out: (b: Buffer) => void,
+    private readonly masking?: RowMasking,
+    /** learns a prepared statement's result columns (from a Describe of it) */
+    private readonly onStatementColumns?: (name: string, cols: PgColumn[]) => void,
   ) {}
+
+  /** counts of values masked outside any statement (notices, notifications) */
+  readonly sessionMasked: Counts = {};
 
   push(p: Pending): void {
     this.q.push(p);
@@ -84,17 +115,68 @@ export class ResponseTracker {
 
   /** Whether a DataRow of this length should be decoded for the sample. */
   wantsRow(): boolean {
+    if (this.masking) return true;
     const st = this.current();
     return !!st && st.sample.length < this.limits.sampleRows;
   }
 
+  /** Server CopyData is read whole only to mask it; otherwise it streams through. */
+  get wantsCopyData(): boolean {
+    return !!this.masking;
+  }
+
+  /**
+   * What the client gets for a response: the frame itself, a masked copy, the denial for a
+   * poisoned request, or nothing (answers to the gateway's own Describe).
+   */
+  private transform(type: number, f: Buffer): Buffer | null {
+    const p = this.q[this.head];
+    if (type === 0x45 /* E */ && p && 'denial' in p && p.denial) return p.denial;
+    if (p?.kind === 'describe' && p.internal && (type === 0x74 || type === 0x54 || type === 0x6e)) return null;
+    const m = this.masking;
+    if (!m) return f;
+    switch (type) {
+      case 0x44 /* D */: {
+        const st = this.current();
+        if (!st) return f;
+        st.plan ??= m.plan(st.cols ?? []);
+        const vals = m.row(st.plan, decodeDataRow(f), st.formats, st.masked);
+        return vals ? encodeDataRow(vals) : f;
+      }
+      case 0x64 /* d CopyData */: {
+        const st = this.current();
+        const counts = st?.masked ?? this.sessionMasked;
+        // Binary COPY cannot be read as text: withheld whole rather than passed unmasked.
+        if (st?.copyBinary) return null;
+        const text = f.toString('utf8', 5);
+        const masked = m.text(text, counts);
+        return masked === text ? f : frame('d', Buffer.from(masked, 'utf8'));
+      }
+      case 0x45 /* E */:
+      case 0x4e /* N */: {
+        const counts = this.current()?.masked ?? this.sessionMasked;
+        // A unique violation's DETAIL repeats the value; MESSAGE and DETAIL are masked.
+        return rewriteFields(f, (code, v) => (code === 'M' || code === 'D' ? m.text(v, counts) : v));
+      }
+      case 0x41 /* A */: {
+        const n = decodeNotification(f);
+        const payload = m.text(n.payload, this.sessionMasked);
+        return payload === n.payload ? f : encodeNotification(n.pid, n.channel, payload);
+      }
+      default:
+        return f;
+    }
+  }
+
   /** A response message the tracker asked to see whole. */
-  onFrame(type: number, f: Buffer): void {
-    if (type === 0x45 /* E */) {
-      const p = this.q[this.head];
-      const denial = p && 'denial' in p ? p.denial : undefined;
-      this.out(denial ?? f);
-    } else this.out(f);
+  onFrame(type: number, raw: Buffer): void {
+    const f = this.transform(type, raw);
+    if (f === null) {
+      // Swallowed: an answer to the gateway's own Describe still advances the queue.
+      if (type === 0x54 || type === 0x6e) this.describeDone(raw, type);
+      return;
+    }
+    this.out(f);
     switch (type) {
       case 0x31 /* 1 ParseComplete */:
       case 0x32 /* 2 BindComplete */:
@@ -102,22 +184,20 @@ export class ResponseTracker {
         this.popIf(type === 0x31 ? 'parse' : type === 0x32 ? 'bind' : 'close');
         break;
       case 0x6e /* n NoData */:
-        this.popIf('describe');
+        if (this.q[this.head]?.kind === 'describe') this.describeDone(f, type);
         break;
       case 0x54 /* T RowDescription */: {
         const p = this.q[this.head];
         if (p?.kind === 'describe') {
-          // Extended protocol (e.g. node-pg): Bind, Describe portal, Execute. The columns
-          // arrive here, before the Execute's rows; keep them for its result.
-          const next = this.q[this.head + 1];
-          if (p.portal && next?.kind === 'execute') next.st.columns = decodeRowDescription(f).map((c) => c.name);
-          this.shift();
+          this.describeDone(f, type);
           break;
         }
         const st = this.current();
         if (st) {
           const cols = decodeRowDescription(f);
           st.columns = cols.map((c) => c.name);
+          st.cols = cols;
+          st.plan = undefined;
           if (p?.kind === 'query') st.formats = cols.map((c) => c.format);
         }
         break;
@@ -153,7 +233,15 @@ export class ResponseTracker {
       case 0x48 /* H CopyOutResponse */:
       case 0x57 /* W CopyBothResponse */: {
         const st = this.current();
-        if (st) st.copy = true;
+        if (st) {
+          st.copy = true;
+          st.copyBinary = f[5] === 1;
+        }
+        break;
+      }
+      case 0x64 /* d CopyData, read whole only when masking */: {
+        const st = this.current();
+        if (st) st.bytesOut += f.length;
         break;
       }
       default:
@@ -244,6 +332,23 @@ export class ResponseTracker {
     }
   }
 
+  /** A Describe is answered (RowDescription or NoData): its columns go where they belong. */
+  private describeDone(f: Buffer, type: number): void {
+    const p = this.q[this.head];
+    if (p?.kind !== 'describe') return;
+    const cols = type === 0x54 ? decodeRowDescription(f) : [];
+    // Extended protocol (e.g. node-pg): Bind, Describe portal, Execute. The columns arrive
+    // here, before the Execute's rows; keep them for its result.
+    const next = this.q[this.head + 1];
+    if (p.portal && next?.kind === 'execute') {
+      next.st.columns = cols.map((c) => c.name);
+      next.st.cols = cols;
+      next.st.plan = undefined;
+    }
+    if (p.statement !== undefined) this.onStatementColumns?.(p.statement, cols);
+    this.shift();
+  }
+
   private popIf(kind: Pending['kind']): void {
     if (this.q[this.head]?.kind === kind) this.shift();
   }
@@ -304,6 +409,7 @@ function finish(st: StatementState, r: ResultRecord): void {
     rec.sample = st.sample;
     rec.truncated = st.rows > st.sample.length;
   }
+  if (hasCounts(st.masked)) rec.masked = st.masked;
   if (st.copy || st.bytesIn) {
     rec.bytesIn = st.bytesIn;
     rec.bytesOut = st.bytesOut;

@@ -11,6 +11,7 @@ import {
   BodyReader,
   ProtocolError,
   decodeBackendKeyData,
+  decodeDataRow,
   decodeFields,
   decodeParameterStatus,
   encodeCancelRequest,
@@ -33,8 +34,21 @@ export class UpstreamError extends Error {
   }
 }
 
+/** table oid → its schema, name and column names by attnum, for `schema.table.column` rules */
+export type Catalog = Map<number, { schema: string; table: string; columns: Map<number, string> }>;
+
+/** Bounded: a schema with more columns than this is masked by column-name rules and detectors only. */
+const CATALOG_SQL = `select a.attrelid::int8, n.nspname, c.relname, a.attnum::int4, a.attname
+  from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid
+  join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+ where a.attnum > 0 and not a.attisdropped and c.relkind in ('r','v','m','p','f')
+   and n.nspname not in ('pg_catalog','information_schema') and n.nspname not like 'pg_toast%'
+ limit 200000`;
+
 export interface Upstream {
   socket: net.Socket;
+  /** loaded when asked for: what the gateway needs to apply table-qualified column rules */
+  catalog?: Catalog;
   /** ParameterStatus values the server sent during startup, in order */
   params: [string, string][];
   pid: number;
@@ -129,7 +143,7 @@ export async function openTransport(c: PostgresConnection): Promise<net.Socket> 
  * Connects and authenticates. `clientParams` are the client's startup parameters that the
  * gateway passes on (application_name, client_encoding, ...).
  */
-export async function connectUpstream(c: PostgresConnection, clientParams: Map<string, string>): Promise<Upstream> {
+export async function connectUpstream(c: PostgresConnection, clientParams: Map<string, string>, opts: { catalog?: boolean } = {}): Promise<Upstream> {
   const socket = await openTransport(c);
   const q = new FrameQueue(socket, 1 << 20, () => new UpstreamError('target closed the connection during startup'));
   try {
@@ -147,8 +161,9 @@ export async function connectUpstream(c: PostgresConnection, clientParams: Map<s
       if (type === 0x53 /* S */) serverParams.push(decodeParameterStatus(f));
       else if (type === 0x4b /* K */) ({ pid, secret } = decodeBackendKeyData(f));
       else if (type === 0x5a /* Z */) {
+        const catalog = opts.catalog ? await loadCatalog(socket, q) : undefined;
         const leftover = q.detach();
-        return { socket, params: serverParams, pid, secret, leftover };
+        return { socket, params: serverParams, pid, secret, leftover, catalog };
       } else if (type === 0x45 /* E */) throw targetError(c, f);
       // NoticeResponse during startup: nothing to relay yet.
     }
@@ -157,6 +172,26 @@ export async function connectUpstream(c: PostgresConnection, clientParams: Map<s
     socket.destroy();
     throw e instanceof UpstreamError ? e : new UpstreamError(`connection to target failed: ${(e as Error).message}`);
   }
+}
+
+/** Runs the catalog query on the fresh session, before the client's first byte reaches it. */
+async function loadCatalog(socket: net.Socket, q: FrameQueue): Promise<Catalog> {
+  socket.write(frame('Q', Buffer.from(CATALOG_SQL + '\0')));
+  const catalog: Catalog = new Map();
+  for (let i = 0; i < 250_000; i++) {
+    const { type, frame: f } = await q.next(CONNECT_TIMEOUT_MS, timedOut);
+    if (type === 0x44 /* D */) {
+      const [oid, schema, table, attnum, name] = decodeDataRow(f).map((v) => v?.toString('utf8') ?? '');
+      let t = catalog.get(Number(oid));
+      if (!t) catalog.set(Number(oid), (t = { schema: schema!, table: table!, columns: new Map() }));
+      t.columns.set(Number(attnum), name!);
+    } else if (type === 0x45 /* E */) {
+      // A target that hides its catalog: table-qualified rules cannot apply; the others still do.
+      const { message } = decodeFields(f);
+      throw new UpstreamError(`cannot read the target's catalog for column masking rules: ${message ?? 'error'}`);
+    } else if (type === 0x5a /* Z */) return catalog;
+  }
+  throw new UpstreamError('catalog query did not finish');
 }
 
 const timedOut = () => new UpstreamError('timed out waiting for the target during startup');
