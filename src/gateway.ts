@@ -14,6 +14,8 @@ import { loadTlsMaterial } from './util/tls-material.ts';
 import { startApi } from './api/server.ts';
 import { ReviewService } from './approval/reviews.ts';
 import { splitHostPort } from './util/hostport.ts';
+import { loadOrCreateSecret } from './util/secret-file.ts';
+import { Masker } from './mask/masker.ts';
 
 export interface Gateway {
   config: Config;
@@ -62,6 +64,12 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
     await loadPostgresParser();
     const ports: Gateway['ports'] = {};
 
+    const maskSecret = config.maskSecret ? Buffer.from(config.maskSecret, 'utf8') : loadOrCreateSecret(config.dataDir, 'mask.key');
+    const maskers = new Map<string, Masker>();
+    for (const c of config.connections) {
+      if (c.mask) maskers.set(c.name, new Masker(c.mask, maskSecret, { onError: (e) => log('masking failed; value withheld or passed per onError', { connection: c.name, error: e instanceof Error ? e.name : 'error' }) }));
+    }
+
     if (config.listen.postgres) {
       const tlsMat = await loadTlsMaterial(config.dataDir, config.tls.cert, config.tls.key);
       const ctx: PgGatewayContext = {
@@ -74,6 +82,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
         clientAuth: config.postgres.clientAuth,
         connections: new Map(config.connections.filter((c) => c.type === 'postgres').map((c) => [c.name, c])),
         cancels: new CancelMap(),
+        maskers,
         reviews,
         limits: {
           maxMessageBytes: config.limits.maxMessageBytes,

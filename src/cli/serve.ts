@@ -1,6 +1,7 @@
 import type { DemoTarget } from '../demo/pglite.ts';
 import { createKey, listKeys } from '../identity/keys.ts';
 import { startGateway } from '../gateway.ts';
+import { parseMaskConfig } from '../mask/config.ts';
 import type { CliContext } from './main.ts';
 import { UsageError } from './main.ts';
 
@@ -18,7 +19,7 @@ export async function serveCommand(ctx: CliContext): Promise<number> {
     const { startDemoTarget } = await import('../demo/pglite.ts');
     demo = await startDemoTarget(config.dataDir);
     if (!config.connections.some((c) => c.name === 'demo')) {
-      config.connections.push({ name: 'demo', type: 'postgres', host: demo.host, port: demo.port, database: demo.database, user: demo.user, password: demo.password, tls: 'disable', preview: 'explain' });
+      config.connections.push({ name: 'demo', type: 'postgres', host: demo.host, port: demo.port, database: demo.database, user: demo.user, password: demo.password, tls: 'disable', preview: 'explain', mask: parseMaskConfig({}) });
     }
   }
   const gw = await startGateway(config, log).catch(async (e) => {

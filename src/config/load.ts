@@ -47,6 +47,7 @@ export function parseConfig(raw: unknown, configDir: string): Config {
     if (c.password !== undefined) c.password = resolveSecret(c.password, `${field}.password`, configDir);
     if (c.ca !== undefined) c.ca = resolveSecret(c.ca, `${field}.ca`, configDir);
   });
+  if (cfg.maskSecret) cfg.maskSecret = resolveSecret(cfg.maskSecret, 'maskSecret', configDir);
   if (cfg.notify) cfg.notify.secret = resolveSecret(cfg.notify.secret, 'notify.secret', configDir);
   if (cfg.tls.cert) cfg.tls.cert = resolveSecret(cfg.tls.cert, 'tls.cert', configDir);
   if (cfg.tls.key) cfg.tls.key = resolveSecret(cfg.tls.key, 'tls.key', configDir);

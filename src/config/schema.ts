@@ -2,6 +2,7 @@
 // that says what is expected.
 import { z } from 'zod';
 import type { Policy } from '../guard/policy-schema.ts';
+import { maskConfigSchema } from '../mask/config.ts';
 
 const hostPort = z
   .string()
@@ -22,6 +23,8 @@ export const postgresConnection = z.strictObject({
   ca: z.string().optional(),
   /** what a reviewer sees of a held statement: nothing, its EXPLAIN plan, or also a rolled-back dry run */
   preview: z.enum(['none', 'explain', 'dryRun']).default('none'),
+  /** masking of results, errors and notifications; absent: off (see docs/masking.md) */
+  mask: maskConfigSchema.optional(),
 });
 
 export const configSchema = z.strictObject({
@@ -71,6 +74,8 @@ export const configSchema = z.strictObject({
     .default({ maxClientConnections: 1000, maxMessageBytes: 64 << 20, authTimeoutSeconds: 15 }),
   /** guard rules; validated by loadPolicy (guard/policy-schema.ts), which also reads includes */
   policy: z.unknown().optional(),
+  /** key of the `hash` masking strategy (HMAC-SHA256); generated into dataDir when absent */
+  maskSecret: z.string().min(1).optional(),
   /** base URL of the console/API, used in approval links */
   publicUrl: z.string().url().optional(),
   notify: z

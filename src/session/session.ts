@@ -79,6 +79,8 @@ export class Session {
   closed = false;
   /** set by the adapter: how to end the client connection from outside (revocation, shutdown) */
   onKill: ((reason: string) => void) | null = null;
+  /** masks what the journal keeps of commands (text, parameters), when the session masks */
+  redact: ((text: string) => string) | null = null;
   /** prepared statements of this session, so EXECUTE is judged by what it runs */
   readonly prepared = new PreparedStatements();
 
@@ -124,8 +126,8 @@ export class Session {
       this.event('command', {
         kind: command.kind,
         dialect: command.dialect,
-        text: command.text,
-        params: command.params,
+        text: this.redact ? this.redact(command.text) : command.text,
+        params: this.redact && command.params ? command.params.map((p) => (typeof p === 'string' ? this.redact!(p) : p)) : command.params,
         ...command.meta,
         classification: c ? { class: c.class, types: c.types, flags: c.flags.length ? c.flags : undefined, reason: c.class === 'read' ? undefined : c.reason } : undefined,
         verdict:

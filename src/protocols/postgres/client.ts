@@ -29,6 +29,8 @@ import { FrameQueue } from './frame-queue.ts';
 import { Relay } from './relay.ts';
 import { previewFor } from './preview.ts';
 import type { ReviewService } from '../../approval/reviews.ts';
+import type { Masker } from '../../mask/masker.ts';
+import { PgRowMasking } from './pg-masking.ts';
 import { ScramError, ScramServerSession } from './scram.ts';
 import { readStartupPacket } from './startup.ts';
 import { UpstreamError, connectUpstream, sendCancel } from './upstream.ts';
@@ -44,6 +46,8 @@ export interface PgGatewayContext {
   connections: Map<string, PostgresConnection>;
   cancels: CancelMap;
   reviews?: ReviewService;
+  /** per connection with a `mask:` section */
+  maskers: Map<string, Masker>;
   limits: { maxMessageBytes: number; authTimeoutMs: number; sampleRows: number; maxValueBytes: number };
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -169,14 +173,19 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
       // Last in `options`, so it wins over anything the client put there.
       forward.set('options', `${forward.get('options') ?? ''} -c default_transaction_read_only=on`.trim());
     }
-    const up = await connectUpstream(conn, forward).catch((e) => {
+    const masker = ctx.maskers.get(conn.name);
+    const unmasked = !!masker && masker.isUnmasked(identity.groups);
+    const maskOn = !!masker && !unmasked;
+    // Table-qualified column rules need table names, which the wire only gives as oids.
+    const needCatalog = maskOn && !!conn.mask?.columns.some((c) => c.match !== undefined);
+    const up = await connectUpstream(conn, forward, { catalog: needCatalog }).catch((e) => {
       if (e instanceof UpstreamError) throw new ClientFatal(e.sqlstate.startsWith('28') ? '08001' : e.sqlstate, `connection "${conn.name}": ${e.message}`);
       throw e;
     });
 
     let session: Session;
     try {
-      session = await Session.open(ctx, { identity, connection: conn.name, protocol: 'postgres', clientAddr: peer, meta: { tls: isTls, application: params.get('application_name') ?? null, readOnly } });
+      session = await Session.open(ctx, { identity, connection: conn.name, protocol: 'postgres', clientAddr: peer, meta: { tls: isTls, application: params.get('application_name') ?? null, readOnly, masking: maskOn ? 'on' : unmasked ? 'off: identity is in an unmasked group' : 'off' } });
     } catch (e) {
       up.socket.destroy();
       throw new ClientFatal('58030', `session refused: the gateway could not record it (${(e as Error).message})`);
@@ -195,7 +204,11 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
     sock.write(readyForQuery('I'));
     sock.uncork();
     // ReadyForQuery of the target's startup was consumed by the upstream client; relay the rest.
-    const relay = new Relay(session, sock, up.socket, { maxMessageBytes: ctx.limits.maxMessageBytes, sampleRows: ctx.limits.sampleRows, maxValueBytes: ctx.limits.maxValueBytes, maxParams: 100 }, previewFor(conn));
+    const masking = maskOn ? new PgRowMasking(masker!, up.catalog) : undefined;
+    // What the journal keeps of statements is masked too: a literal secret in a WHERE clause
+    // must not reach the recording. The target still gets the statement as sent.
+    if (masking) session.redact = (text) => masking.text(text, {});
+    const relay = new Relay(session, sock, up.socket, { maxMessageBytes: ctx.limits.maxMessageBytes, sampleRows: ctx.limits.sampleRows, maxValueBytes: ctx.limits.maxValueBytes, maxParams: 100 }, previewFor(conn), masking);
     ctx.registry.add(session);
     session.onKill = (reason) => relay.kill('57P01', `${reason}; session closed by the gateway`);
     relay.onEnd = (reason) => {
