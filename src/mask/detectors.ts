@@ -207,28 +207,36 @@ export function regexDetector(
  * literals are found with indexOf (far faster than a RegExp search when they are rare) and the
  * sticky RegExp `re` (flag y; look-behinds allowed) is tried at each. Same semantics as the
  * global RegExp: a failed try moves on by one character, a match resumes after itself.
+ * A literal may be given as [text, back]: found `back` characters into the match (indexOf is
+ * much faster on a literal whose first character is rare, e.g. "_live_" rather than "sk_live_").
  */
 export function literalDetector(
   name: string,
-  literals: readonly string[],
+  literals: readonly (string | readonly [string, number])[],
   re: RegExp,
   opts: { maxLength: number; anchor?: string; check?: Check },
 ): Detector {
   if (!re.sticky) throw new Error(`detector ${name}: RegExp needs the y flag`);
   const check = opts.check;
   const n = literals.length;
+  const lit = literals.map((l) => (typeof l === 'string' ? l : l[0]));
+  const back = literals.map((l) => (typeof l === 'string' ? 0 : l[1]));
   const at: number[] = new Array(n).fill(-1);
+  const find = (text: string, k: number, from: number) => {
+    const i = text.indexOf(lit[k], from + back[k]);
+    return i < 0 ? -1 : i - back[k];
+  };
   return {
     name,
     maxLength: opts.maxLength,
-    anchor: opts.anchor ?? literals.map(escapeRe).join('|'),
+    anchor: opts.anchor ?? lit.map(escapeRe).join('|'),
     scan(text, from, limit, _eof, out) {
       let cur = from;
-      for (let k = 0; k < n; k++) at[k] = text.indexOf(literals[k], from);
+      for (let k = 0; k < n; k++) at[k] = find(text, k, from);
       for (;;) {
         let p = -1;
         for (let k = 0; k < n; k++) {
-          if (at[k] >= 0 && at[k] < cur) at[k] = text.indexOf(literals[k], cur);
+          if (at[k] >= 0 && at[k] < cur) at[k] = find(text, k, cur);
           if (at[k] >= 0 && (p < 0 || at[k] < p)) p = at[k];
         }
         if (p < 0 || p >= limit) break;
@@ -241,32 +249,42 @@ export function literalDetector(
 
 /**
  * For patterns that start at the first digit of a run of digits (their look-behind rules out a
- * digit before): a plain loop finds run starts and the sticky RegExp is tried at each.
+ * digit before). `finder`, a global RegExp without look-behind that matches wherever such a
+ * pattern can start (and maybe inside runs too), skips quickly over everything else; from a
+ * finder match, the run's first digit is the candidate. `pre` (a necessary condition on the
+ * run's length and the character after it) rules most out before the sticky `re` is tried.
  */
-export function digitRunDetector(name: string, re: RegExp, opts: { maxLength: number; anchor?: string; check?: Check }): Detector {
-  if (!re.sticky) throw new Error(`detector ${name}: RegExp needs the y flag`);
+export function digitRunDetector(
+  name: string,
+  finder: RegExp,
+  re: RegExp,
+  pre: (digits: number, after: number) => boolean,
+  opts: { maxLength: number; anchor?: string; check?: Check },
+): Detector {
+  if (!re.sticky || !finder.global) throw new Error(`detector ${name}: needs a global finder and a sticky RegExp`);
   const check = opts.check;
   return {
     name,
     maxLength: opts.maxLength,
-    anchor: opts.anchor,
+    anchor: opts.anchor ?? finder.source,
     scan(text, from, limit, _eof, out) {
+      const len = text.length;
       let cur = from;
-      let prevDigit = from > 0 && isDigit(text.charCodeAt(from - 1));
-      const end = limit < text.length ? limit : text.length;
-      for (let i = from; i < end; i++) {
-        const d = isDigit(text.charCodeAt(i));
-        if (d && !prevDigit) {
-          const next = tryAt(re, check, text, i, out);
-          if (next > i + 1) {
-            cur = next;
-            i = next - 1;
-            prevDigit = isDigit(text.charCodeAt(i));
-            continue;
-          }
+      finder.lastIndex = from;
+      for (;;) {
+        const f = finder.exec(text);
+        if (f === null) break;
+        let s = f.index;
+        while (s > 0 && isDigit(text.charCodeAt(s - 1))) s--;
+        if (s >= limit) break;
+        let e = f.index + 1;
+        while (e < len && isDigit(text.charCodeAt(e))) e++;
+        if (s >= cur && pre(e - s, text.charCodeAt(e))) {
+          const next = tryAt(re, check, text, s, out);
           cur = next;
+          if (next > e) e = next;
         }
-        prevDigit = d;
+        finder.lastIndex = e;
       }
       return cur > limit ? cur : limit;
     },
@@ -315,7 +333,9 @@ function ci(word: string): string {
 
 const card = digitRunDetector(
   'card',
+  /\d{4}[ -]?\d{4}/g,
   /(?<![0-9A-Za-z_]|[0-9]\.)(?:\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5}|\d{13,19})(?![0-9A-Za-z_]|\.[0-9])/y,
+  (n, after) => (n >= 13 && n <= 19) || (n === 4 && (after === 32 || after === 45)),
   {
     maxLength: 32,
     anchor: String.raw`\d{12}|\d{4} \d{4} \d{4}|\d{4}-\d{4}-\d{4}|\d{4}[ -]\d{6}[ -]\d{4}`,
@@ -351,7 +371,9 @@ const iban = regexDetector('iban', /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){
 // Dashed or spaced only: bare 9-digit numbers are too often something else (ids, amounts).
 const ssn = digitRunDetector(
   'ssn',
+  /\d{3}[- ]\d\d[- ]\d{4}/g,
   /(?<![0-9A-Za-z]|[0-9A-Za-z]-)(\d{3})([- ])(\d{2})\2(\d{4})(?![0-9A-Za-z]|-[0-9A-Za-z])/y,
+  (n, after) => n === 3 && (after === 45 || after === 32),
   {
     maxLength: 16,
     anchor: String.raw`\d{3}[- ]\d\d[- ]\d{4}`,
@@ -366,7 +388,7 @@ const phone = literalDetector('phone', ['+'], /(?<![0-9A-Za-z+])\+[1-9]\d{7,14}(
 });
 
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
-const ipv4 = digitRunDetector('ip', new RegExp(`(?<![0-9A-Za-z.]|[0-9]\\.)(?:${OCTET}\\.){3}${OCTET}(?![0-9A-Za-z]|\\.[0-9])`, 'y'), {
+const ipv4 = digitRunDetector('ip', /\d\.\d{1,3}\.\d{1,3}\.\d/g, new RegExp(`(?<![0-9A-Za-z.]|[0-9]\\.)(?:${OCTET}\\.){3}${OCTET}(?![0-9A-Za-z]|\\.[0-9])`, 'y'), (n, after) => n <= 3 && after === 46, {
   maxLength: 20,
   anchor: String.raw`\d\.\d{1,3}\.\d{1,3}\.\d`,
 });
@@ -419,10 +441,11 @@ function isAlnumOrV6(c: number): boolean {
 // JWT, JWS and JWE: base64url header starting with '{"' ("eyJ"), 3 or 5 parts.
 const jwt = literalDetector(
   'jwt',
-  ['eyJ'],
+  [['yJ', 1]],
   /(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,1024}\.[A-Za-z0-9_-]{0,8192}(?:\.[A-Za-z0-9_-]{0,1024}){1,3}(?![A-Za-z0-9_-])/y,
   {
     maxLength: 1028 + 8193 + 3 * 1025 + 1,
+    anchor: 'eyJ',
     check: (m) => {
       if (!isJwtHeader(m[0].slice(0, m[0].indexOf('.')))) return false;
       let e = m.index + m[0].length;
@@ -453,8 +476,9 @@ const awsSecret = regexDetector('aws', /(?:aws|secret)[^\n]{0,64}?(?<![A-Za-z0-9
 /** Look-back for the GCP detector: `"type": "service_account"` this close before "private_key". */
 export const GCP_LOOKBACK = 1024;
 const GCP_TYPE = /"type"[ \t\r\n]*:[ \t\r\n]*"service_account"/;
-const gcp = literalDetector('gcp', ['"private_key"'], /"private_key"[ \t]*:[ \t]*"((?:[^"\\\n]|\\.){1,4096})"/dy, {
+const gcp = literalDetector('gcp', [['rivate_key"', 2]], /"private_key"[ \t]*:[ \t]*"((?:[^"\\\n]|\\.){1,4096})"/dy, {
   maxLength: 2 * 4096 + 32,
+  anchor: '"private_key"',
   check: (m, text) => {
     const before = text.slice(Math.max(0, m.index - GCP_LOOKBACK), m.index);
     return GCP_TYPE.test(before) ? firstGroup(m) : false;
@@ -463,30 +487,30 @@ const gcp = literalDetector('gcp', ['"private_key"'], /"private_key"[ \t]*:[ \t]
 
 const github = literalDetector(
   'github',
-  ['ghp_', 'gho_', 'ghu_', 'ghs_', 'ghr_', 'github_pat_'],
+  ['gh', 'github_pat_'],
   /(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{82,244})(?![A-Za-z0-9_])/y,
-  { maxLength: 256 },
+  { maxLength: 256, anchor: 'gh[pousr]_|github_pat_' },
 );
 
 const gitlab = literalDetector(
   'gitlab',
-  ['glpat-', 'gldt-', 'glrt-', 'glptt-', 'glft-', 'glsoat-'],
+  ['gl'],
   /(?<![A-Za-z0-9_-])(?:glpat|gldt|glrt|glptt|glft|glsoat)-[A-Za-z0-9_.-]{20,250}(?![A-Za-z0-9_.-])/y,
-  { maxLength: 258 },
+  { maxLength: 258, anchor: 'gl(?:pat|dt|rt|ptt|ft|soat)-' },
 );
 
 const slack = literalDetector(
   'slack',
-  ['xoxb-', 'xoxa-', 'xoxp-', 'xoxr-', 'xoxs-', 'xapp-', 'hooks.slack.com/'],
+  ['xox', 'xapp-', ['.slack.com/', 5]],
   /(?<![A-Za-z0-9_-])(?:xox[baprs]|xapp)-[A-Za-z0-9-]{10,250}(?![A-Za-z0-9_-])|hooks\.slack\.com\/(?:services|workflows|triggers)\/([A-Za-z0-9_\/+-]{20,250})/dy,
-  { maxLength: 300, check: (m) => firstGroup(m) ?? true },
+  { maxLength: 300, anchor: String.raw`xox[baprs]-|xapp-|hooks\.slack\.com/`, check: (m) => firstGroup(m) ?? true },
 );
 
 const stripe = literalDetector(
   'stripe',
-  ['sk_live_', 'sk_test_', 'rk_live_', 'rk_test_', 'pk_live_', 'whsec_'],
+  [['_live_', 2], ['_test_', 2], 'whsec_'],
   /(?<![A-Za-z0-9_])(?:(?:sk|rk)_(?:live|test)_|pk_live_|whsec_)[A-Za-z0-9]{24,247}(?![A-Za-z0-9_])/y,
-  { maxLength: 256 },
+  { maxLength: 256, anchor: '(?:sk|rk)_(?:live|test)_|pk_live_|whsec_' },
 );
 
 // Passwords in URLs: scheme://user:PASSWORD@host, only the password masked. Driven by "://".

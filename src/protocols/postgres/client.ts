@@ -177,7 +177,7 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
     const unmasked = !!masker && masker.isUnmasked(identity.groups);
     const maskOn = !!masker && !unmasked;
     // Table-qualified column rules need table names, which the wire only gives as oids.
-    const needCatalog = maskOn && !!conn.mask?.columns.some((c) => c.match !== undefined);
+    const needCatalog = !!masker && !!conn.mask?.columns.some((c) => c.match !== undefined);
     const up = await connectUpstream(conn, forward, { catalog: needCatalog }).catch((e) => {
       if (e instanceof UpstreamError) throw new ClientFatal(e.sqlstate.startsWith('28') ? '08001' : e.sqlstate, `connection "${conn.name}": ${e.message}`);
       throw e;
@@ -204,11 +204,12 @@ export async function handleClient(raw: net.Socket, ctx: PgGatewayContext): Prom
     sock.write(readyForQuery('I'));
     sock.uncork();
     // ReadyForQuery of the target's startup was consumed by the upstream client; relay the rest.
-    const masking = maskOn ? new PgRowMasking(masker!, up.catalog) : undefined;
-    // What the journal keeps of statements is masked too: a literal secret in a WHERE clause
-    // must not reach the recording. The target still gets the statement as sent.
-    if (masking) session.redact = (text) => masking.text(text, {});
-    const relay = new Relay(session, sock, up.socket, { maxMessageBytes: ctx.limits.maxMessageBytes, sampleRows: ctx.limits.sampleRows, maxValueBytes: ctx.limits.maxValueBytes, maxParams: 100 }, previewFor(conn), masking);
+    const recordMasking = masker ? new PgRowMasking(masker, up.catalog) : undefined;
+    const masking = maskOn ? recordMasking : undefined;
+    // What the journal keeps of statements is masked too, for exempt identities as well: a
+    // literal secret in a WHERE clause must not reach the recording. The target gets it as sent.
+    if (recordMasking) session.redact = (text) => recordMasking.text(text, {});
+    const relay = new Relay(session, sock, up.socket, { maxMessageBytes: ctx.limits.maxMessageBytes, sampleRows: ctx.limits.sampleRows, maxValueBytes: ctx.limits.maxValueBytes, maxParams: 100 }, previewFor(conn), masking, unmasked ? recordMasking : undefined);
     ctx.registry.add(session);
     session.onKill = (reason) => relay.kill('57P01', `${reason}; session closed by the gateway`);
     relay.onEnd = (reason) => {

@@ -66,6 +66,8 @@ export class Relay {
   private ended = false;
   private terminating = false;
   private skipUntilSync = false;
+  /** masking needs result columns, so the gateway asks for them after each Parse */
+  private readonly learnColumns: boolean;
   /** result columns of prepared statements, learned from Describe answers (bounded by the statements map) */
   private readonly statementCols = new Map<string, PgColumn[]>();
   private pieces: Buffer[] = [];
@@ -84,12 +86,16 @@ export class Relay {
     private readonly preview?: PreviewFn,
     /** masking of results, errors and notifications, when the connection has it and the identity is not exempt */
     private readonly masking?: RowMasking,
+    /** for an exempt identity: what the journal keeps is still masked */
+    recordMasking?: RowMasking,
   ) {
+    this.learnColumns = !!(masking || recordMasking);
     this.tracker = new ResponseTracker(
       { sampleRows: limits.sampleRows, maxValueBytes: limits.maxValueBytes },
       (b) => this.emit(b),
       masking,
       (name, cols) => this.statementCols.set(name, cols),
+      recordMasking,
     );
     this.fromClient = new FrameScanner(
       {
@@ -239,7 +245,7 @@ export class Relay {
         if (v.classification) this.session.prepared.define(p.name, v.classification);
         if (v.action !== 'block') {
           this.out.push(f);
-          if (this.masking) {
+          if (this.learnColumns) {
             // Learn the statement's result columns, which a client executing it later (as
             // libpq's prepared statements do) may never ask for, so rows can be masked by column.
             this.tracker.push({ kind: 'describe', statement: p.name, internal: true });

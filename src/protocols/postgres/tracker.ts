@@ -80,6 +80,11 @@ export class ResponseTracker {
     private readonly masking?: RowMasking,
     /** learns a prepared statement's result columns (from a Describe of it) */
     private readonly onStatementColumns?: (name: string, cols: PgColumn[]) => void,
+    /**
+     * masks what is recorded when the client sees values unmasked (an exempt group): the
+     * journal keeps only masked values, whoever looked
+     */
+    private readonly recordMasking?: RowMasking,
   ) {}
 
   /** counts of values masked outside any statement (notices, notifications) */
@@ -207,7 +212,15 @@ export class ResponseTracker {
         if (st) {
           st.rows++;
           st.bytesOut += f.length;
-          if (st.sample.length < this.limits.sampleRows) st.sample.push(this.renderRow(decodeDataRow(f), st.formats));
+          if (st.sample.length < this.limits.sampleRows) {
+            let vals = decodeDataRow(f);
+            const rm = this.masking ? undefined : this.recordMasking;
+            if (rm) {
+              st.plan ??= rm.plan(st.cols ?? []);
+              vals = rm.row(st.plan, vals, st.formats, {}) ?? vals;
+            }
+            st.sample.push(this.renderRow(vals, st.formats));
+          }
         }
         break;
       }
@@ -287,7 +300,9 @@ export class ResponseTracker {
     // A poisoned request's error is the gateway's denial, and is recorded as such.
     const denial = 'denial' in p ? p.denial : undefined;
     const fields = decodeFields(denial ?? f);
-    const error = { code: fields.code, message: fields.message, detail: fields.detail };
+    const rm = this.masking ? undefined : this.recordMasking;
+    const rec = (v: string | undefined) => (rm && v ? rm.text(v, {}) : v);
+    const error = { code: fields.code, message: rec(fields.message), detail: rec(fields.detail) };
     if (p.kind === 'query' && denial) {
       for (const st of p.sts) finish(st, st.denied ? { status: 'denied', error } : { status: 'not_run' });
       p.idx = p.sts.length;
