@@ -137,6 +137,36 @@ function sampleRss(pid: number, ms = 100): { stop(): { peakKb: number; samples: 
   };
 }
 
+/** pgbench with a custom script selecting a wide, realistic 1,000-row result, masked and not. */
+async function maskingBench(env: Record<string, string>, pgs: PgServer, gw: GatewayUnderTest, key: string, gwPid: number) {
+  const c = new pg.Client(connectionConfig(pgs));
+  await c.connect();
+  try {
+    await c.query(`drop table if exists bench_wide; create table bench_wide as
+      select g as id, 'Customer ' || g as name, 'user' || g || '@example.com' as email, '+1415555' || lpad(g::text, 4, '0') as phone,
+             (array['Berlin','Paris','Lisbon','Oslo'])[1 + g % 4] as city, 'note about order ' || g || ' shipped on time' as note,
+             (g * 37 % 1000)::int as amount, now() - (g || ' minutes')::interval as created,
+             'tok_' || md5(g::text) as api_token, (array['new','paid','shipped'])[1 + g % 3] as status
+        from generate_series(1, 1000) g`);
+  } finally {
+    await c.end();
+  }
+  const script = path.join(os.tmpdir(), `gatehouse-bench-wide-${process.pid}.sql`);
+  fs.writeFileSync(script, 'select * from bench_wide;\n');
+  const out: { name: string; clients: number; r: PgbenchResult }[] = [];
+  try {
+    for (const clients of [1, 4]) {
+      for (const [name, db] of [['unmasked', 'main'], ['masked', 'main-masked']] as const) {
+        const t: Target = { name, conninfo: `host=127.0.0.1 port=${gw.pgPort} dbname=${db} user=bench sslmode=require`, password: key, note: '' };
+        out.push({ name, clients, r: await pgbench(env, t, clients, SECONDS, gwPid, ['-f', script]) });
+      }
+    }
+  } finally {
+    fs.rmSync(script, { force: true });
+  }
+  return out;
+}
+
 /** Twenty rules of the kind a production policy has; none matches pgbench's SELECT. */
 const REALISTIC_POLICY = {
   default: { action: 'allow' },
@@ -206,8 +236,8 @@ async function allowPlaintext(pgs: PgServer): Promise<void> {
   }
 }
 
-async function pgbench(psqlEnv: Record<string, string>, t: Target, clients: number, seconds: number, gwPid?: number): Promise<PgbenchResult> {
-  const args = ['-S', '-M', 'extended', '-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(seconds), t.conninfo];
+async function pgbench(psqlEnv: Record<string, string>, t: Target, clients: number, seconds: number, gwPid?: number, script?: string[]): Promise<PgbenchResult> {
+  const args = [...(script ?? ['-S']), '-M', 'extended', '-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(seconds), t.conninfo];
   const cpu0 = gwPid ? cpuSeconds(gwPid) : 0;
   const m0 = machineCpu();
   const r = await run(need('pgbench'), args, { ...psqlEnv, PGPASSWORD: t.password });
@@ -344,6 +374,8 @@ async function main(): Promise<void> {
           connections: [
             { name: 'main', type: 'postgres', host: pgs.host, port: pgs.port, database: pgs.database, user: pgs.user, password: 'file:target-password', tls: 'disable' },
             { name: 'main-tls', type: 'postgres', host: pgs.host, port: pgs.port, database: pgs.database, user: pgs.user, password: 'file:target-password', tls: 'require' },
+            // Same target, every detector and the default column rules on.
+            { name: 'main-masked', type: 'postgres', host: pgs.host, port: pgs.port, database: pgs.database, user: pgs.user, password: 'file:target-password', tls: 'disable', mask: {} },
           ],
         },
       });
@@ -364,7 +396,7 @@ async function main(): Promise<void> {
     gwPidForProfile = gwPid;
     await new Promise((r) => setTimeout(r, 1000));
     const rssIdle = vmRssKb(gwPid);
-    const key = await gw.createKey('bench', { connections: 'main,main-tls' });
+    const key = await gw.createKey('bench', { connections: 'main,main-tls,main-masked' });
     const policyKey = await gwPolicy.createKey('bench', { connections: 'main' });
 
     const direct = `host=${pgs.host} port=${pgs.port} dbname=${pgs.database} user=${pgs.user}`;
@@ -416,6 +448,9 @@ async function main(): Promise<void> {
       }
     }
 
+    // 4. Masking: a 1,000-row, 10-column result, masked vs not, through the same gateway.
+    const maskRows = await maskingBench(env, pgs, gw, key, gwPid);
+
     // ---- report ----
     console.log('\n=== pgbench -S -M extended (select-only, extended protocol) ===');
     const rows: string[][] = [['target', 'clients', 'tps', 'latency ms', 'gw CPU', 'gw µs/tx', 'box busy', 'setup']];
@@ -453,6 +488,18 @@ async function main(): Promise<void> {
     console.log(`gateway VmRSS: ${mb(rssIdle)} MB idle after start, ${mb(rssAfterPgbench)} MB after the pgbench runs`);
     for (const c of CLIENTS) console.log(`guard policy cost at ${c} client(s): gateway-policy/gateway TPS = ${fmt(get('gateway-policy', c).tps / get('gateway', c).tps, 3)} (goal ≥ 0.95)`);
 
+    if (maskRows.length) {
+      console.log('\n=== masking: select of 1,000 rows x 10 columns (emails, phones, tokens, text) ===');
+      const mrows: string[][] = [['connection', 'clients', 'tps', 'rows/s', 'gw µs/tx']];
+      for (const m of maskRows) mrows.push([m.name, String(m.clients), fmt(m.r.tps), fmt(m.r.tps * 1000), m.r.gatewayUsPerTx !== undefined ? fmt(m.r.gatewayUsPerTx) : '']);
+      console.log(table(mrows, ['l', 'r', 'r', 'r', 'r']));
+      for (const c of [...new Set(maskRows.map((m) => m.clients))]) {
+        const on = maskRows.find((m) => m.clients === c && m.name === 'masked')!.r.tps;
+        const off = maskRows.find((m) => m.clients === c && m.name === 'unmasked')!.r.tps;
+        console.log(`masking cost at ${c} client(s): masked/unmasked TPS = ${fmt(on / off, 3)} (goal ≥ 0.9)`);
+      }
+    }
+
     if (stream.length) {
       console.log(`\n=== ${ROWS} rows streamed with psql (output to /dev/null) ===`);
       const srows: string[][] = [['run', 'elapsed s', 'gateway RSS before MB', 'gateway RSS peak MB']];
@@ -467,6 +514,18 @@ async function main(): Promise<void> {
     const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
     console.log(`gateway/pgbouncer TPS at 8 clients >= 0.9: ${fmt(c8, 3)} (${verdict(c8 >= 0.9)})`);
     console.log(`added latency at 1 client <= 0.1 ms: ${fmt(add1, 3)} ms (${verdict(add1 <= 0.1)})`);
+    if (maskRows.length) {
+      console.log('\n=== masking: select of 1,000 rows x 10 columns (emails, phones, tokens, text) ===');
+      const mrows: string[][] = [['connection', 'clients', 'tps', 'rows/s', 'gw µs/tx']];
+      for (const m of maskRows) mrows.push([m.name, String(m.clients), fmt(m.r.tps), fmt(m.r.tps * 1000), m.r.gatewayUsPerTx !== undefined ? fmt(m.r.gatewayUsPerTx) : '']);
+      console.log(table(mrows, ['l', 'r', 'r', 'r', 'r']));
+      for (const c of [...new Set(maskRows.map((m) => m.clients))]) {
+        const on = maskRows.find((m) => m.clients === c && m.name === 'masked')!.r.tps;
+        const off = maskRows.find((m) => m.clients === c && m.name === 'unmasked')!.r.tps;
+        console.log(`masking cost at ${c} client(s): masked/unmasked TPS = ${fmt(on / off, 3)} (goal ≥ 0.9)`);
+      }
+    }
+
     if (stream.length) {
       const fresh = stream.find((x) => x.label.includes('(fresh)'))?.peakKb ?? NaN;
       console.log(`gateway RSS while ${ROWS} rows stream < 150 MB: peak ${mb(peakAll)} MB over all runs (${verdict(peakAll / 1024 < 150)}); ${mb(fresh)} MB on the fresh gateway (${verdict(fresh / 1024 < 150)})`);
