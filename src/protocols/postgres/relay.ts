@@ -71,6 +71,9 @@ export class Relay {
   /** result columns of prepared statements, learned from Describe answers (bounded by the statements map) */
   private readonly statementCols = new Map<string, PgColumn[]>();
   private pieces: Buffer[] = [];
+  private runSrc: Buffer | null = null;
+  private runStart = 0;
+  private runEnd = 0;
   /** the target's socket buffer is full: read no more from the client until it drains */
   private upstreamFull = false;
   private readonly fromClient: FrameScanner;
@@ -155,6 +158,7 @@ export class Relay {
       this.end('target sent an invalid message');
       return;
     }
+    this.flushRun();
     const pieces = this.pieces;
     if (pieces.length === 0) return;
     this.pieces = [];
@@ -171,13 +175,26 @@ export class Relay {
 
   /**
    * Collects what goes to the client for the chunk being processed. Consecutive views of one
-   * chunk are merged back, so an unchanged chunk still leaves in a single write.
+   * chunk extend a run kept as offsets, so an unchanged chunk leaves as a single write and the
+   * common path allocates nothing per message.
    */
   private emit(b: Buffer): void {
-    const last = this.pieces[this.pieces.length - 1];
-    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) {
-      this.pieces[this.pieces.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + b.length);
-    } else this.pieces.push(b);
+    if (this.runSrc !== null && b.buffer === this.runSrc.buffer && b.byteOffset === this.runEnd) {
+      this.runEnd += b.length;
+      return;
+    }
+    this.flushRun();
+    this.runSrc = b;
+    this.runStart = b.byteOffset;
+    this.runEnd = b.byteOffset + b.length;
+  }
+
+  private flushRun(): void {
+    const src = this.runSrc;
+    if (src === null) return;
+    this.runSrc = null;
+    const len = this.runEnd - this.runStart;
+    this.pieces.push(len === src.length ? src : Buffer.from(src.buffer, this.runStart, len));
   }
 
   /** Sends a gateway message (a notice) once every earlier request has been answered. */
