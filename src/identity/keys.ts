@@ -4,6 +4,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import type { Kysely } from 'kysely';
 import type { DB, IdentityTable } from '../store/schema.ts';
 import { createScramVerifier } from '../protocols/postgres/scram.ts';
+import { nativePasswordHash, sha2FastHash } from '../protocols/mysql/auth.ts';
 import { globMatch } from '../util/glob.ts';
 
 export type IdentityKind = 'agent' | 'human';
@@ -19,6 +20,9 @@ export interface Identity {
   revokedAt: string | null;
   scramVerifier: string;
   keyHash: string;
+  /** SHA1(SHA1(key)) and SHA256(SHA256(key)), for MySQL logins; null for older keys */
+  mysqlNative: Buffer | null;
+  mysqlSha2: Buffer | null;
 }
 
 export class KeyError extends Error {
@@ -62,6 +66,8 @@ export async function createKey(db: Kysely<DB>, input: CreateKeyInput): Promise<
     connections: JSON.stringify(input.connections ?? []),
     key_hash: hashKey(key),
     scram_verifier: createScramVerifier(key),
+    mysql_native: nativePasswordHash(key).toString('hex'),
+    mysql_sha2: sha2FastHash(key).toString('hex'),
     created_at: now.toISOString(),
     expires_at: input.expiresInMs ? new Date(now.getTime() + input.expiresInMs).toISOString() : null,
     revoked_at: null,
@@ -123,5 +129,7 @@ function fromRow(r: IdentityTable): Identity {
     revokedAt: r.revoked_at,
     scramVerifier: r.scram_verifier,
     keyHash: r.key_hash,
+    mysqlNative: r.mysql_native ? Buffer.from(r.mysql_native, 'hex') : null,
+    mysqlSha2: r.mysql_sha2 ? Buffer.from(r.mysql_sha2, 'hex') : null,
   };
 }

@@ -87,6 +87,15 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('reviews_status').on('reviews').columns(['status', 'created_at']).execute();
     },
   },
+  '0003_mysql_auth': {
+    // MySQL clients prove a password against these hashes (SHA1(SHA1(key)) for
+    // mysql_native_password, SHA256(SHA256(key)) for caching_sha2_password's fast path);
+    // like the SCRAM verifier, they cannot be turned back into the key.
+    async up(db: Kysely<any>) {
+      await db.schema.alterTable('identities').addColumn('mysql_native', 'text').execute();
+      await db.schema.alterTable('identities').addColumn('mysql_sha2', 'text').execute();
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

@@ -10,6 +10,10 @@ export interface IdentityTable {
   connections: string; // JSON array of connection-name globs; ["*"] means all
   key_hash: string; // hex sha256 of the API key; the key itself is never stored
   scram_verifier: string; // SCRAM-SHA-256$iter:salt$StoredKey:ServerKey (RFC 5803 form)
+  /** hex SHA1(SHA1(key)) for mysql_native_password; null for keys made before MySQL support */
+  mysql_native?: string | null;
+  /** hex SHA256(SHA256(key)) for caching_sha2_password fast auth */
+  mysql_sha2?: string | null;
   created_at: string;
   expires_at: string | null;
   revoked_at: string | null;

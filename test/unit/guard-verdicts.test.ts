@@ -22,7 +22,7 @@ const policy = loadPolicy(
   '/',
 );
 
-const agent: Identity = { id: 'i1', name: 'agent', kind: 'agent', groups: [], connections: ['*'], createdAt: '', expiresAt: null, revokedAt: null, scramVerifier: '', keyHash: '' };
+const agent: Identity = { id: 'i1', name: 'agent', kind: 'agent', groups: [], connections: ['*'], createdAt: '', expiresAt: null, revokedAt: null, scramVerifier: '', keyHash: '', mysqlNative: null, mysqlSha2: null };
 
 // [statement, expected action, expected rule (prefix)]
 const cases: [string, 'allow' | 'block' | 'review', string][] = [

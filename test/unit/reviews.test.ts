@@ -51,6 +51,8 @@ function identity(name: string, groups: string[], kind: 'agent' | 'human' = 'hum
     revokedAt: null,
     scramVerifier: '',
     keyHash: '',
+    mysqlNative: null,
+    mysqlSha2: null,
   };
 }
 
