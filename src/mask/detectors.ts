@@ -36,6 +36,8 @@ export interface Detector {
   readonly multiline?: boolean;
   /** RegExp source that matches somewhere in every text this detector can hit (a cheap prefilter); absent = always scan */
   readonly anchor?: string;
+  /** a necessary condition on a short value's character counts (checked before `anchor`) */
+  readonly quick?: (f: Features) => boolean;
   /** hits longer than this are always redacted (pem) */
   readonly longAfter?: number;
   scan(text: string, from: number, limit: number, eof: boolean, out: number[]): number;
@@ -46,6 +48,148 @@ export interface Detector {
    */
   extend?(text: string, from: number, eof: boolean): { end: number; done: boolean };
 }
+
+/** Character counts of a short value, for the detectors' `quick` tests. */
+export class Features {
+  len = 0;
+  digits = 0;
+  upper = 0;
+  dots = 0;
+  colons = 0;
+  dashes = 0;
+  spaces = 0;
+  /** longest run of digits */
+  maxDigits = 0;
+  /** a run of exactly three digits followed by '-' or ' ' (an SSN's start) */
+  d3sep = false;
+  /** longest run of token characters [A-Za-z0-9+/=_.-] */
+  maxTok = 0;
+  /** letters present, case-insensitive: bit 0 = a … bit 25 = z */
+  letters = 0;
+  /** '::' seen */
+  dcolon = false;
+  at = false;
+  eq = false;
+  plus = false;
+  quote = false;
+  underscore = false;
+  slash = false;
+
+  measure(v: string): this {
+    let digits = 0, upper = 0, dots = 0, colons = 0, dashes = 0, spaces = 0, letters = 0;
+    let run = 0, maxDigits = 0, tok = 0, maxTok = 0;
+    let dcolon = false, at = false, eq = false, plus = false, quote = false, underscore = false, slash = false, d3sep = false;
+    let prev = 0;
+    for (let i = 0; i < v.length; i++) {
+      const c = v.charCodeAt(i);
+      if (c >= 48 && c <= 57) {
+        digits++;
+        if (++run > maxDigits) maxDigits = run;
+        if (++tok > maxTok) maxTok = tok;
+        prev = c;
+        continue;
+      }
+      if (run === 3 && (c === 45 || c === 32)) d3sep = true;
+      run = 0;
+      if (c >= 97 && c <= 122) {
+        letters |= 1 << (c - 97);
+        if (++tok > maxTok) maxTok = tok;
+      } else if (c >= 65 && c <= 90) {
+        upper++;
+        letters |= 1 << (c - 65);
+        if (++tok > maxTok) maxTok = tok;
+      } else {
+        if (c === 46 || c === 45 || c === 95 || c === 43 || c === 47 || c === 61) {
+          if (++tok > maxTok) maxTok = tok;
+        } else tok = 0;
+        if (c === 32) spaces++;
+        else if (c === 46) dots++;
+        else if (c === 58) {
+          colons++;
+          if (prev === 58) dcolon = true;
+        } else if (c === 45) dashes++;
+        else if (c === 64) at = true;
+        else if (c === 61) eq = true;
+        else if (c === 43) plus = true;
+        else if (c === 34) quote = true;
+        else if (c === 95) underscore = true;
+        else if (c === 47) slash = true;
+      }
+      prev = c;
+    }
+    this.len = v.length;
+    this.digits = digits;
+    this.upper = upper;
+    this.dots = dots;
+    this.colons = colons;
+    this.dashes = dashes;
+    this.spaces = spaces;
+    this.maxDigits = maxDigits;
+    this.d3sep = d3sep;
+    this.maxTok = maxTok;
+    this.letters = letters;
+    this.dcolon = dcolon;
+    this.at = at;
+    this.eq = eq;
+    this.plus = plus;
+    this.quote = quote;
+    this.underscore = underscore;
+    this.slash = slash;
+    return this;
+  }
+}
+
+/** Bit mask of letters, for Features.letters. */
+function L(word: string): number {
+  let m = 0;
+  for (const ch of word.toLowerCase()) m |= 1 << (ch.charCodeAt(0) - 97);
+  return m;
+}
+const has = (f: Features, mask: number) => (f.letters & mask) === mask;
+const K_AWS = L('aws'), K_SECRET = L('secret'), K_GH = L('gh'), K_GL = L('gl'), K_X = L('x'), K_SLACK = L('slack');
+const K_EYJ = L('eyj'), K_A = L('a'), K_PWD = L('pwd'), K_PAS = L('pas'), K_KEY = L('key'), K_TOKEN = L('token');
+const K_PASSW = L('passw'), K_CRED = L('cred'), K_AUTH = L('auth'), K_K = L('k'), K_W = L('w');
+
+// Necessary conditions for each built-in detector on a value's Features (see `quick`).
+function qPem(f: Features) { return f.dashes >= 10; }
+function qGcp(f: Features) { return f.quote && f.len >= 17; }
+function qJwt(f: Features) { return f.dots >= 2 && f.maxTok >= 9 && has(f, K_EYJ); }
+function qAwsId(f: Features) { return f.upper >= 4 && f.maxTok >= 20 && has(f, K_A); }
+function qAwsSecret(f: Features) { return f.maxTok >= 40 && (has(f, K_AWS) || has(f, K_SECRET)); }
+function qGithub(f: Features) { return f.underscore && f.maxTok >= 40 && has(f, K_GH); }
+function qGitlab(f: Features) { return f.dashes > 0 && f.maxTok >= 25 && has(f, K_GL); }
+function qSlack(f: Features) { return (f.dashes > 0 && f.maxTok >= 15 && has(f, K_X)) || (f.slash && has(f, K_SLACK)); }
+function qStripe(f: Features) { return f.underscore && f.maxTok >= 30 && (has(f, K_K) || has(f, K_W)); }
+function qUrl(f: Features) { return f.colons >= 2 && f.at && f.slash; }
+function qDsn(f: Features) { return f.eq && (has(f, K_PWD) || has(f, K_PAS)); }
+function qAssign(f: Features) {
+  return (f.colons > 0 || f.eq) && f.len >= 20 &&
+    (has(f, K_KEY) || has(f, K_SECRET) || has(f, K_TOKEN) || has(f, K_PASSW) || has(f, K_PWD) || has(f, K_CRED) || has(f, K_AUTH));
+}
+function qEmail(f: Features) { return f.at; }
+function qPhone(f: Features) { return f.plus && f.maxDigits >= 8; }
+function qIban(f: Features) { return f.upper >= 2 && f.digits >= 2 && f.len >= 15; }
+function qCard(f: Features) {
+  return f.maxDigits >= 13 || (f.maxDigits >= 6 && (f.spaces >= 2 || f.dashes >= 2)) || (f.maxDigits >= 4 && (f.spaces >= 3 || f.dashes >= 3));
+}
+function qSsn(f: Features) { return f.d3sep && f.maxDigits >= 4 && f.digits >= 9 && (f.dashes >= 2 || f.spaces >= 2); }
+function qIpv4(f: Features) { return f.dots >= 3 && f.digits >= 4; }
+function qIpv6(f: Features) { return f.dcolon || f.colons >= 6; }
+
+/**
+ * The built-in detectors whose quick test passes, as bits in BUILTIN_LIST order (one inlined
+ * function instead of a call per detector: this runs for every short value).
+ */
+export function builtinQuickMask(f: Features): number {
+  return (
+    (qPem(f) ? 1 : 0) | (qGcp(f) ? 2 : 0) | (qJwt(f) ? 4 : 0) | (qAwsId(f) ? 8 : 0) | (qAwsSecret(f) ? 16 : 0) |
+    (qGithub(f) ? 32 : 0) | (qGitlab(f) ? 64 : 0) | (qSlack(f) ? 128 : 0) | (qStripe(f) ? 256 : 0) | (qUrl(f) ? 512 : 0) |
+    (qDsn(f) ? 1024 : 0) | (qAssign(f) ? 2048 : 0) | (qEmail(f) ? 4096 : 0) | (qPhone(f) ? 8192 : 0) | (qIban(f) ? 16384 : 0) |
+    (qCard(f) ? 32768 : 0) | (qSsn(f) ? 65536 : 0) | (qIpv4(f) ? 131072 : 0) | (qIpv6(f) ? 262144 : 0)
+  );
+}
+
+type Quick = (f: Features) => boolean;
 
 // --- validators --------------------------------------------------------------------------------
 
@@ -173,7 +317,7 @@ type Check = (m: RegExpExecArray, text: string) => boolean | null | readonly num
 export function regexDetector(
   name: string,
   re: RegExp,
-  opts: { maxLength: number; anchor?: string; check?: Check },
+  opts: { maxLength: number; anchor?: string; quick?: Quick; check?: Check },
 ): Detector {
   if (!re.global) throw new Error(`detector ${name}: RegExp needs the g flag`);
   const check = opts.check;
@@ -181,6 +325,7 @@ export function regexDetector(
     name,
     maxLength: opts.maxLength,
     anchor: opts.anchor,
+    quick: opts.quick,
     scan(text, from, limit, _eof, out) {
       let cur = from;
       re.lastIndex = from;
@@ -214,7 +359,7 @@ export function literalDetector(
   name: string,
   literals: readonly (string | readonly [string, number])[],
   re: RegExp,
-  opts: { maxLength: number; anchor?: string; check?: Check },
+  opts: { maxLength: number; anchor?: string; quick?: Quick; check?: Check },
 ): Detector {
   if (!re.sticky) throw new Error(`detector ${name}: RegExp needs the y flag`);
   const check = opts.check;
@@ -230,6 +375,7 @@ export function literalDetector(
     name,
     maxLength: opts.maxLength,
     anchor: opts.anchor ?? lit.map(escapeRe).join('|'),
+    quick: opts.quick,
     scan(text, from, limit, _eof, out) {
       let cur = from;
       for (let k = 0; k < n; k++) at[k] = find(text, k, from);
@@ -248,6 +394,38 @@ export function literalDetector(
 }
 
 /**
+ * Like regexDetector, where a cheap global `finder` (no look-behind) matches at every position
+ * the sticky `re` could match (its literal-ish prefix): V8 searches the short finder much faster
+ * than the full pattern. Same semantics as the global RegExp.
+ */
+export function finderDetector(
+  name: string,
+  finder: RegExp,
+  re: RegExp,
+  opts: { maxLength: number; anchor?: string; quick?: Quick; check?: Check },
+): Detector {
+  if (!re.sticky || !finder.global) throw new Error(`detector ${name}: needs a global finder and a sticky RegExp`);
+  const check = opts.check;
+  return {
+    name,
+    maxLength: opts.maxLength,
+    anchor: opts.anchor ?? finder.source,
+    quick: opts.quick,
+    scan(text, from, limit, _eof, out) {
+      let cur = from;
+      finder.lastIndex = from;
+      for (;;) {
+        const f = finder.exec(text);
+        if (f === null || f.index >= limit) break;
+        cur = tryAt(re, check, text, f.index, out);
+        finder.lastIndex = cur;
+      }
+      return cur > limit ? cur : limit;
+    },
+  };
+}
+
+/**
  * For patterns that start at the first digit of a run of digits (their look-behind rules out a
  * digit before). `finder`, a global RegExp without look-behind that matches wherever such a
  * pattern can start (and maybe inside runs too), skips quickly over everything else; from a
@@ -259,7 +437,7 @@ export function digitRunDetector(
   finder: RegExp,
   re: RegExp,
   pre: (digits: number, after: number) => boolean,
-  opts: { maxLength: number; anchor?: string; check?: Check },
+  opts: { maxLength: number; anchor?: string; quick?: Quick; check?: Check },
 ): Detector {
   if (!re.sticky || !finder.global) throw new Error(`detector ${name}: needs a global finder and a sticky RegExp`);
   const check = opts.check;
@@ -267,6 +445,7 @@ export function digitRunDetector(
     name,
     maxLength: opts.maxLength,
     anchor: opts.anchor ?? finder.source,
+    quick: opts.quick,
     scan(text, from, limit, _eof, out) {
       const len = text.length;
       let cur = from;
@@ -333,12 +512,13 @@ function ci(word: string): string {
 
 const card = digitRunDetector(
   'card',
-  /\d{4}[ -]?\d{4}/g,
+  /\d\d\d\d[ -]?\d\d\d\d/g,
   /(?<![0-9A-Za-z_]|[0-9]\.)(?:\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}|\d{4}([ -])\d{6}\2\d{4,5}|\d{13,19})(?![0-9A-Za-z_]|\.[0-9])/y,
   (n, after) => (n >= 13 && n <= 19) || (n === 4 && (after === 32 || after === 45)),
   {
     maxLength: 32,
-    anchor: String.raw`\d{12}|\d{4} \d{4} \d{4}|\d{4}-\d{4}-\d{4}|\d{4}[ -]\d{6}[ -]\d{4}`,
+    anchor: String.raw`\d{13}|\d{4} \d{4} \d{4}|\d{4}-\d{4}-\d{4}|\d{4}[ -]\d{6}[ -]\d{4}`,
+    quick: qCard,
     check: (m) => {
       const d = m[0].replace(/[ -]/g, '');
       return knownIIN(d) && luhn(d);
@@ -346,9 +526,10 @@ const card = digitRunDetector(
   },
 );
 
-const iban = regexDetector('iban', /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){10,30}/g, {
+const iban = finderDetector('iban', /[A-Z][A-Z][0-9][0-9]/g, /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){10,30}/y, {
   maxLength: 72,
   anchor: String.raw`[A-Z]{2}\d\d ?[A-Z0-9]{4}`,
+  quick: qIban,
   check: (m, text) => {
     const L = IBAN_LENGTHS[m[0].slice(0, 2)];
     if (L === undefined) return false;
@@ -371,12 +552,13 @@ const iban = regexDetector('iban', /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){
 // Dashed or spaced only: bare 9-digit numbers are too often something else (ids, amounts).
 const ssn = digitRunDetector(
   'ssn',
-  /\d{3}[- ]\d\d[- ]\d{4}/g,
+  /\d\d\d[- ]\d\d[- ]\d\d\d\d/g,
   /(?<![0-9A-Za-z]|[0-9A-Za-z]-)(\d{3})([- ])(\d{2})\2(\d{4})(?![0-9A-Za-z]|-[0-9A-Za-z])/y,
   (n, after) => n === 3 && (after === 45 || after === 32),
   {
     maxLength: 16,
     anchor: String.raw`\d{3}[- ]\d\d[- ]\d{4}`,
+    quick: qSsn,
     check: (m) => ssnValid(m[1], m[3], m[4]),
   },
 );
@@ -385,32 +567,41 @@ const ssn = digitRunDetector(
 const phone = literalDetector('phone', ['+'], /(?<![0-9A-Za-z+])\+[1-9]\d{7,14}(?![0-9A-Za-z])/y, {
   maxLength: 20,
   anchor: String.raw`\+[1-9]\d{7}`,
+  quick: qPhone,
 });
 
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 const ipv4 = digitRunDetector('ip', /\d\.\d{1,3}\.\d{1,3}\.\d/g, new RegExp(`(?<![0-9A-Za-z.]|[0-9]\\.)(?:${OCTET}\\.){3}${OCTET}(?![0-9A-Za-z]|\\.[0-9])`, 'y'), (n, after) => n <= 3 && after === 46, {
   maxLength: 20,
   anchor: String.raw`\d\.\d{1,3}\.\d{1,3}\.\d`,
+  quick: qIpv4,
 });
 
-// IPv6: a run of hex digits, ':' and '.' (2-45 long) around a ':', with no letter or digit
-// either side, that node:net accepts, with at least one decimal digit (keeps "dead::beef" and
-// C++ "a::b" out). Driven by ':'.
+// IPv6: a run of hex digits, ':' and '.' (3-45 long), with no letter or digit either side,
+// that node:net accepts, with at least one decimal digit (keeps "dead::beef" and C++ "a::b"
+// out). Every valid address has "::" or seven colons, so a RegExp for "::" or ":h:h:h:" finds
+// the runs worth looking at (not times like 12:30:07).
 const V6 = new Uint8Array(128);
 for (const ch of '0123456789abcdefABCDEF:.') V6[ch.charCodeAt(0)] = 1;
 const isV6 = (c: number) => c < 128 && V6[c] === 1;
 const isAlnum = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
 const V6_MAX = 45;
+const V6_FINDER = /::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:/g;
+const V6_FINDER_MAX = 16;
 const ipv6: Detector = {
   name: 'ip',
-  maxLength: 2 * V6_MAX + 4,
-  anchor: String.raw`::|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){2}:`,
+  maxLength: 2 * V6_MAX + V6_FINDER_MAX + 4,
+  anchor: String.raw`::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:`,
+  quick: qIpv6,
   scan(text, from, limit, eof, out) {
     const len = text.length;
     let cur = from;
-    let p = text.indexOf(':', from);
-    let u = len;
-    while (p !== -1) {
+    let u = -1; // the first finder match not looked at
+    V6_FINDER.lastIndex = from;
+    for (;;) {
+      const f = V6_FINDER.exec(text);
+      if (f === null) break;
+      const p = f.index;
       if (p >= limit && !eof) {
         u = p;
         break;
@@ -428,10 +619,16 @@ const ipv6: Detector = {
           cur = e;
         }
       }
-      p = text.indexOf(':', e > p + 1 ? e : p + 1);
+      // the rest of this run gives the same run again; skip it (and runs too long to be one)
+      while (e < len && isV6(text.charCodeAt(e))) e++;
+      V6_FINDER.lastIndex = e > p + 1 ? e : p + 1;
     }
     if (eof) return len;
-    return Math.max(cur, u - V6_MAX - 1, from);
+    // later hits are runs (never across a line break) around a finder match at or after u, or
+    // one not complete yet (within the last V6_FINDER_MAX characters)
+    const runStart = (p: number) => Math.max(p - V6_MAX - 1, text.lastIndexOf('\n', p - 1) + 1);
+    const later = runStart(Math.max(0, len - V6_FINDER_MAX, text.lastIndexOf('\n') + 1));
+    return Math.max(cur, from, u >= 0 ? Math.min(runStart(u), later) : later);
   },
 };
 function isAlnumOrV6(c: number): boolean {
@@ -446,6 +643,7 @@ const jwt = literalDetector(
   {
     maxLength: 1028 + 8193 + 3 * 1025 + 1,
     anchor: 'eyJ',
+    quick: qJwt,
     check: (m) => {
       if (!isJwtHeader(m[0].slice(0, m[0].indexOf('.')))) return false;
       let e = m.index + m[0].length;
@@ -459,14 +657,15 @@ const awsKeyId = literalDetector(
   'aws',
   ['AKIA', 'ASIA', 'AGPA', 'AIDA', 'AROA', 'ANPA', 'ANVA', 'AIPA'],
   /(?<![A-Za-z0-9])A(?:KIA|SIA|GPA|IDA|ROA|NPA|NVA|IPA)[A-Z0-9]{16}(?![A-Za-z0-9])/y,
-  { maxLength: 21 },
+  { maxLength: 21, quick: qAwsId },
 );
 
 // 40 characters of base64 after an "aws" or "secret" keyword on the same line (within 64
 // characters), e.g. `aws_secret_access_key = …`, `"SecretAccessKey": "…"`.
-const awsSecret = regexDetector('aws', /(?:aws|secret)[^\n]{0,64}?(?<![A-Za-z0-9/+])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])/dgi, {
+const awsSecret = finderDetector('aws', /aws|secret/gi, /(?:aws|secret)[^\n]{0,64}?(?<![A-Za-z0-9/+])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])/dyi, {
   maxLength: 6 + 64 + 40 + 1,
   anchor: '[A-Za-z0-9/+]{40}',
+  quick: qAwsSecret,
   check: (m) => {
     const v = m[1];
     return charClasses(v) === 3 && shannonEntropy(v) >= 3.5 ? firstGroup(m) : false;
@@ -476,9 +675,10 @@ const awsSecret = regexDetector('aws', /(?:aws|secret)[^\n]{0,64}?(?<![A-Za-z0-9
 /** Look-back for the GCP detector: `"type": "service_account"` this close before "private_key". */
 export const GCP_LOOKBACK = 1024;
 const GCP_TYPE = /"type"[ \t\r\n]*:[ \t\r\n]*"service_account"/;
-const gcp = literalDetector('gcp', [['rivate_key"', 2]], /"private_key"[ \t]*:[ \t]*"((?:[^"\\\n]|\\.){1,4096})"/dy, {
-  maxLength: 2 * 4096 + 32,
+const gcp = literalDetector('gcp', [['rivate_key"', 2]], /"private_key"[ \t]{0,16}:[ \t]{0,16}"((?:[^"\\\n]|\\.){1,4096})"/dy, {
+  maxLength: 13 + 16 + 1 + 16 + 1 + 2 * 4096 + 1,
   anchor: '"private_key"',
+  quick: qGcp,
   check: (m, text) => {
     const before = text.slice(Math.max(0, m.index - GCP_LOOKBACK), m.index);
     return GCP_TYPE.test(before) ? firstGroup(m) : false;
@@ -489,28 +689,28 @@ const github = literalDetector(
   'github',
   ['gh', 'github_pat_'],
   /(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{82,244})(?![A-Za-z0-9_])/y,
-  { maxLength: 256, anchor: 'gh[pousr]_|github_pat_' },
+  { maxLength: 256, anchor: 'gh[pousr]_|github_pat_', quick: qGithub },
 );
 
 const gitlab = literalDetector(
   'gitlab',
   ['gl'],
   /(?<![A-Za-z0-9_-])(?:glpat|gldt|glrt|glptt|glft|glsoat)-[A-Za-z0-9_.-]{20,250}(?![A-Za-z0-9_.-])/y,
-  { maxLength: 258, anchor: 'gl(?:pat|dt|rt|ptt|ft|soat)-' },
+  { maxLength: 258, anchor: 'gl(?:pat|dt|rt|ptt|ft|soat)-', quick: qGitlab },
 );
 
 const slack = literalDetector(
   'slack',
   ['xox', 'xapp-', ['.slack.com/', 5]],
   /(?<![A-Za-z0-9_-])(?:xox[baprs]|xapp)-[A-Za-z0-9-]{10,250}(?![A-Za-z0-9_-])|hooks\.slack\.com\/(?:services|workflows|triggers)\/([A-Za-z0-9_\/+-]{20,250})/dy,
-  { maxLength: 300, anchor: String.raw`xox[baprs]-|xapp-|hooks\.slack\.com/`, check: (m) => firstGroup(m) ?? true },
+  { maxLength: 300, anchor: String.raw`xox[baprs]-|xapp-|hooks\.slack\.com/`, quick: qSlack, check: (m) => firstGroup(m) ?? true },
 );
 
 const stripe = literalDetector(
   'stripe',
   [['_live_', 2], ['_test_', 2], 'whsec_'],
   /(?<![A-Za-z0-9_])(?:(?:sk|rk)_(?:live|test)_|pk_live_|whsec_)[A-Za-z0-9]{24,247}(?![A-Za-z0-9_])/y,
-  { maxLength: 256, anchor: '(?:sk|rk)_(?:live|test)_|pk_live_|whsec_' },
+  { maxLength: 256, anchor: '(?:sk|rk)_(?:live|test)_|pk_live_|whsec_', quick: qStripe },
 );
 
 // Passwords in URLs: scheme://user:PASSWORD@host, only the password masked. Driven by "://".
@@ -522,6 +722,7 @@ const urlPassword: Detector = {
   name: 'url_password',
   maxLength: 3 + 128 + 1 + 256 + 1 + 1,
   anchor: String.raw`://[^\s/?#@:]{0,128}:`,
+  quick: qUrl,
   scan(text, from, limit, _eof, out) {
     let cur = from;
     let p = text.indexOf('://', from);
@@ -554,6 +755,7 @@ const dsnPassword = regexDetector(
   {
     maxLength: 12 + 2 * 256 + 4,
     anchor: `(?:${ci('passw')}(?:${ci('or')})?${ci('d')}|${ci('pwd')}|${ci('passphrase')})=`,
+    quick: qDsn,
     check: firstGroup,
   },
 );
@@ -562,10 +764,11 @@ const dsnPassword = regexDetector(
 const ASSIGN_KEYWORDS = ['key', 'secret', 'token', 'passw', 'pwd', 'credential', 'auth'];
 const assignment = regexDetector(
   'assignment',
-  /(?:key|secret|token|passw(?:or)?d|pwd|credential|auth(?!or))[A-Za-z0-9_.-]{0,32}["']?[ \t]*(?::=|=>|=|:)[ \t]*(?:["'](?:(?:bearer|basic|token)[ \t]+)?|(?:bearer|basic|token)[ \t]+)?([^\s"'`,;<>()[\]{}]{16,1024})/dgi,
+  /(?:key|secret|token|passw(?:or)?d|pwd|credential|auth(?:orization|(?!or)))[A-Za-z0-9_.-]{0,32}["']?[ \t]{0,16}(?::=|=>|=|:)[ \t]{0,16}(?:["'](?:(?:bearer|basic|token)[ \t]{1,16})?|(?:bearer|basic|token)[ \t]{1,16})?([^\s"'`,;<>()[\]{}]{16,1024})/dgi,
   {
-    maxLength: 12 + 32 + 1 + 8 + 3 + 8 + 8 + 1024 + 16,
+    maxLength: 13 + 32 + 1 + 16 + 2 + 16 + 1 + 6 + 16 + 1024,
     anchor: `(?:${ASSIGN_KEYWORDS.map(ci).join('|')})[A-Za-z0-9_.-]{0,40}["']?[ \\t]*[:=]`,
+    quick: qAssign,
     check: (m) => (highEntropySecret(m[1]) ? firstGroup(m) : false),
   },
 );
@@ -624,6 +827,7 @@ const email: Detector = {
   name: 'email',
   maxLength: EMAIL_LOCAL_MAX + 1 + 255 + 1,
   anchor: '@',
+  quick: qEmail,
   scan(text, from, limit, eof, out) {
     const len = text.length;
     let cur = from; // hits start at or after cur (they never overlap)
@@ -646,7 +850,8 @@ const email: Detector = {
       at = text.indexOf('@', at + 1);
     }
     if (eof) return len;
-    return Math.max(cur, u - EMAIL_LOCAL_MAX - 1, from);
+    // a later hit's local part starts at most 64 before its '@', and after the last line break
+    return Math.max(cur, u - EMAIL_LOCAL_MAX - 1, text.lastIndexOf('\n', u - 1) + 1, from);
   },
 };
 
@@ -654,7 +859,7 @@ const email: Detector = {
 
 /** Blocks longer than this are always redacted; a stream holds at most this much of a block. */
 export const PEM_CAP = 8192;
-const PEM_BEGIN = /-----BEGIN (?:[A-Z0-9]{1,20} ){0,4}PRIVATE KEY-----/y;
+const PEM_BEGIN = /-----BEGIN (?:[A-Z0-9]{1,20} ){0,4}PRIVATE KEY(?: BLOCK)?-----/y;
 // the END marker, or the first character that cannot be in a PEM body (base64, headers such as
 // "Proc-Type: 4,ENCRYPTED", line breaks — also escaped "\n" inside JSON strings)
 const PEM_TERM = /-----END[ A-Z0-9]{0,64}-----|[^A-Za-z0-9+/=\s:,.\\-]/g;
@@ -667,18 +872,25 @@ function pemTerminator(text: string, from: number): number {
   return m[0].length > 1 ? m.index + m[0].length : m.index;
 }
 
+/** The length of the longest proper prefix of `word` that `text` ends with. */
+function partialSuffix(text: string, word: string): number {
+  for (let k = Math.min(word.length - 1, text.length); k > 0; k--) if (text.endsWith(word.slice(0, k))) return k;
+  return 0;
+}
+
 const pem: Detector = {
   name: 'pem',
   maxLength: PEM_CAP,
   multiline: true,
   anchor: '-----BEGIN',
+  quick: qPem,
   longAfter: PEM_CAP,
   scan(text, from, _limit, eof, out) {
     const len = text.length;
     let i = from;
     for (;;) {
       const b = text.indexOf('-----BEGIN', i);
-      if (b < 0) return eof ? len : Math.max(i, len - 9);
+      if (b < 0) return eof ? len : Math.max(i, len - partialSuffix(text, '-----BEGIN'));
       PEM_BEGIN.lastIndex = b;
       if (!PEM_BEGIN.test(text)) {
         if (!eof && len - b < 128 && text.indexOf('\n', b) < 0) return b; // the marker may still complete
@@ -715,6 +927,12 @@ export const DETECTOR_NAMES = [
   'email', 'phone', 'iban', 'card', 'ssn', 'ip',
 ] as const;
 export type DetectorName = (typeof DETECTOR_NAMES)[number];
+
+/** The built-in detectors in builtinQuickMask's bit order. */
+export const BUILTIN_LIST: readonly Detector[] = [
+  pem, gcp, jwt, awsKeyId, awsSecret, github, gitlab, slack, stripe, urlPassword, dsnPassword, assignment,
+  email, phone, iban, card, ssn, ipv4, ipv6,
+];
 
 /**
  * The built-in detectors, in priority order (DETECTOR_NAMES): where hits overlap, the masked

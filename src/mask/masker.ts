@@ -14,7 +14,8 @@
 // Output formats:
 //   redact   `[MASKED:<label>]` (label: the detector's name, or the column rule's label,
 //            by default the column's name)
-//   partial  `****` + the last N characters (N = keep, default 4, at most a third of the value);
+//   partial  `****` + the last N characters (N = keep, default 4, at most a third of the value;
+//            spaces and dashes are neither kept nor counted: `4111 1111 1111 1111` → `****1111`);
 //            always four stars, so the value's length is not revealed
 //   hash     `h:` + the first 16 hex digits of HMAC-SHA256(secret, value): equal values give equal
 //            tokens across sessions, identities and columns, so joins and GROUP BY still work
@@ -22,19 +23,22 @@
 //   error    `[MASKED:error]` replaces the whole value or text when masking throws and onError is
 //            closed (the default); with open the value passes unmasked. Both count `error`.
 //
-// Cheap when nothing matches: a short value is first tested against one combined RegExp of
-// every enabled detector's anchor ('@', 'eyJ', four digits, …); an unchanged value is returned as
-// the very same string, and nothing is allocated.
+// Cheap when nothing matches: a short value's characters are counted once (digits, '@', ':',
+// '=', …), and only the detectors that could match it (an email needs '@', a card 13 digits, …)
+// go on, first to a cheap anchor RegExp, then to the scan. An unchanged value is returned as the
+// very same string, and nothing is allocated.
 import { createHmac } from 'node:crypto';
 import { globMatch } from '../util/glob.ts';
 import { addCount, type Counts } from './counts.ts';
 import { DEFAULT_COLUMN_RULES, DEFAULT_KEEP, detectorSettings, type ColumnRule, type MaskConfig, type Strategy } from './config.ts';
-import { BUILTIN_DETECTORS, customDetector, DETECTOR_NAMES, type Detector } from './detectors.ts';
+import { BUILTIN_DETECTORS, BUILTIN_LIST, builtinQuickMask, customDetector, DETECTOR_NAMES, Features, type Detector } from './detectors.ts';
 import { StreamMasker } from './stream.ts';
 
 export const ERROR_TEXT = '[MASKED:error]';
-/** Values up to this length go through the anchor prefilter before any detector runs. */
+/** Values up to this length are measured first (Features): detectors that cannot match are skipped. */
 const SHORT = 512;
+const HASH_CACHE_SIZE = 4096;
+const HASH_CACHE_VALUE = 128;
 
 /** A detector as configured: what it finds, how it is replaced. Index in `Masker.slots` = priority. */
 export interface Slot {
@@ -45,6 +49,8 @@ export interface Slot {
   /** `[MASKED:<label>]` */
   readonly redacted: string;
   readonly anchor: RegExp | null;
+  /** the detector's bit in builtinQuickMask, 0 for others */
+  readonly bit: number;
 }
 
 export interface ColumnRef {
@@ -96,10 +102,13 @@ export class Masker {
   private readonly secret: Buffer;
   private readonly unmasked: ReadonlySet<string>;
   private readonly rules: readonly CompiledRule[];
-  private readonly prefilter: RegExp | null;
-  private readonly anchorless: boolean;
+  private readonly features = new Features();
+  /** all slots are built-in detectors, so builtinMayHit may gate them all at once */
+  private readonly gated: boolean;
   private readonly errorHook?: (err: unknown) => void;
   private readonly tmp: number[] = [];
+  /** recent hash tokens (the same IPs, emails, … recur): HMAC costs microseconds */
+  private readonly hashCache = new Map<string, string>();
 
   constructor(cfg: MaskConfig, secret: Buffer | string, opts: MaskerOptions = {}) {
     this.secret = Buffer.isBuffer(secret) ? secret : Buffer.from(secret, 'utf8');
@@ -109,7 +118,15 @@ export class Masker {
     this.errorHook = opts.onError;
     const slots: Slot[] = [];
     const add = (det: Detector, label: string, strategy: Strategy, keep: number) =>
-      slots.push({ det, label, strategy, keep, redacted: `[MASKED:${label}]`, anchor: det.anchor ? new RegExp(det.anchor) : null });
+      slots.push({
+        det,
+        label,
+        strategy,
+        keep,
+        redacted: `[MASKED:${label}]`,
+        anchor: det.anchor ? new RegExp(det.anchor) : null,
+        bit: BUILTIN_LIST.indexOf(det) >= 0 ? 1 << BUILTIN_LIST.indexOf(det) : 0,
+      });
     const settings = detectorSettings(cfg);
     for (const n of DETECTOR_NAMES) {
       const s = settings[n];
@@ -118,8 +135,7 @@ export class Masker {
     for (const c of cfg.custom) add(customDetector(c.name, c.pattern, c.flags, c.maxLength), c.name, c.strategy, c.keep ?? DEFAULT_KEEP);
     for (const x of opts.detectors ?? []) add(x.detector, x.detector.name, x.strategy ?? 'redact', x.keep ?? DEFAULT_KEEP);
     this.slots = slots;
-    this.anchorless = slots.some((s) => s.anchor === null);
-    this.prefilter = slots.length && !this.anchorless ? new RegExp(slots.map((s) => `(?:${s.det.anchor})`).join('|')) : null;
+    this.gated = slots.every((s) => s.bit !== 0);
     const all = cfg.defaultColumns ? [...cfg.columns, ...DEFAULT_COLUMN_RULES] : cfg.columns;
     this.rules = all.map((rule) => ({
       match: rule.match === undefined ? null : padMatch(rule.match.toLowerCase()),
@@ -181,7 +197,6 @@ export class Masker {
   /** Masks every detector hit in `text`. Returns the same string when nothing was masked. */
   maskText(text: string, counts?: Counts): string {
     if (text.length === 0 || this.slots.length === 0) return text;
-    if (text.length <= SHORT && this.prefilter !== null && !this.prefilter.test(text)) return text;
     try {
       const hits = this.findAll(text);
       return hits === null ? text : this.apply(text, 0, text.length, hits, counts);
@@ -197,7 +212,17 @@ export class Masker {
 
   /** `h:` + 16 hex digits of HMAC-SHA256(secret, value). */
   hash(value: string): string {
-    return 'h:' + createHmac('sha256', this.secret).update(value, 'utf8').digest('hex').slice(0, 16);
+    const short = value.length <= HASH_CACHE_VALUE;
+    if (short) {
+      const hit = this.hashCache.get(value);
+      if (hit !== undefined) return hit;
+    }
+    const h = 'h:' + createHmac('sha256', this.secret).update(value, 'utf8').digest('hex').slice(0, 16);
+    if (short) {
+      if (this.hashCache.size >= HASH_CACHE_SIZE) this.hashCache.clear();
+      this.hashCache.set(value, h);
+    }
+    return h;
   }
 
   // --- shared with StreamMasker ---------------------------------------------------------------------
@@ -205,12 +230,20 @@ export class Masker {
   /** @internal every hit in a whole text, or null when there is none */
   findAll(text: string): Hit[] | null {
     const len = text.length;
-    const short = len <= SHORT;
+    if (len < 3 && this.gated) return null; // the shortest built-in hit: ::1
+    const f = len <= SHORT ? this.features.measure(text) : null;
+    const mask = f !== null ? builtinQuickMask(f) : -1;
+    if (mask === 0 && this.gated) return null;
     const tmp = this.tmp;
     let hits: Hit[] | null = null;
     for (let i = 0; i < this.slots.length; i++) {
       const slot = this.slots[i];
-      if (short && slot.anchor !== null && !slot.anchor.test(text)) continue;
+      if (f !== null) {
+        if (slot.bit !== 0) {
+          if ((mask & slot.bit) === 0) continue;
+        } else if (slot.det.quick !== undefined && !slot.det.quick(f)) continue;
+        if (slot.anchor !== null && !slot.anchor.test(text)) continue;
+      }
       tmp.length = 0;
       slot.det.scan(text, 0, len, true, tmp);
       if (tmp.length === 0) continue;
