@@ -11,6 +11,12 @@ import type { Catalog } from './upstream.ts';
 /** text, varchar, bpchar, name, json, xml, unknown, citext-like domains are not known here */
 const TEXT_TYPES = new Set([25, 1043, 1042, 19, 114, 142, 705]);
 const JSONB = 3802;
+/**
+ * Types whose text form cannot hold a secret or personal datum the detectors look for: bool,
+ * date, time, timetz, timestamp, timestamptz, interval, uuid, oid. Integers and numerics can
+ * (a card number), so they are still scanned. Column rules still apply to these.
+ */
+const NO_SCAN_TYPES = new Set([16, 1082, 1083, 1266, 1114, 1184, 1186, 2950, 26]);
 
 interface Plan {
   entries: ColumnPlan;
@@ -42,6 +48,7 @@ export class PgRowMasking implements RowMasking {
       const entry = plan.entries[i] ?? plan.entries[plan.entries.length - 1] ?? { kind: 'scan' as const };
       const binary = (formats.length === 1 ? formats[0] : formats[i]) === 1;
       const type = plan.types[i] ?? 0;
+      if (entry.kind === 'scan' && NO_SCAN_TYPES.has(type)) continue;
       let next: Buffer | null | undefined;
       if (!binary || TEXT_TYPES.has(type) || type === JSONB) {
         // jsonb's binary form is a version byte, then the text.
