@@ -7,6 +7,8 @@ import { Journal } from './journal/journal.ts';
 import { loadOrCreateSigner, type Signer } from './journal/signer.ts';
 import { CancelMap, type PgGatewayContext } from './protocols/postgres/client.ts';
 import { startPostgresListener, type Listener } from './protocols/postgres/listener.ts';
+import type { MysqlGatewayContext } from './protocols/mysql/client.ts';
+import { startMysqlListener } from './protocols/mysql/listener.ts';
 import { SessionRegistry } from './session/registry.ts';
 import { openStore, type Store } from './store/db.ts';
 import { storeOptions } from './store/options.ts';
@@ -24,7 +26,7 @@ export interface Gateway {
   signer: Signer;
   registry: SessionRegistry;
   reviews: ReviewService;
-  ports: { postgres?: number; api?: number };
+  ports: { postgres?: number; mysql?: number; api?: number };
   close(): Promise<void>;
 }
 
@@ -70,8 +72,19 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       if (c.mask) maskers.set(c.name, new Masker(c.mask, maskSecret, { onError: (e) => log('masking failed; value withheld or passed per onError', { connection: c.name, error: e instanceof Error ? e.name : 'error' }) }));
     }
 
-    if (config.listen.postgres) {
-      const tlsMat = await loadTlsMaterial(config.dataDir, config.tls.cert, config.tls.key);
+    for (const c of config.connections) {
+      // Refused rather than ignored: a connection configured to mask must never serve unmasked data.
+      if (c.type === 'mysql' && c.mask) throw new Error(`config: connection "${c.name}": masking is not supported for MySQL connections yet; remove its mask section`);
+    }
+    const tlsMat = config.listen.postgres || config.listen.mysql ? await loadTlsMaterial(config.dataDir, config.tls.cert, config.tls.key) : null;
+    const limits = {
+      maxMessageBytes: config.limits.maxMessageBytes,
+      authTimeoutMs: config.limits.authTimeoutSeconds * 1000,
+      sampleRows: config.journal.resultRows,
+      maxValueBytes: config.journal.maxValueBytes,
+    };
+
+    if (config.listen.postgres && tlsMat) {
       const ctx: PgGatewayContext = {
         store,
         journal,
@@ -84,17 +97,30 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
         cancels: new CancelMap(),
         maskers,
         reviews,
-        limits: {
-          maxMessageBytes: config.limits.maxMessageBytes,
-          authTimeoutMs: config.limits.authTimeoutSeconds * 1000,
-          sampleRows: config.journal.resultRows,
-          maxValueBytes: config.journal.maxValueBytes,
-        },
+        limits,
         log,
       };
       const [host, port] = splitHostPort(config.listen.postgres, 'listen.postgres');
       const l: Listener = await startPostgresListener(ctx, host, port, config.limits.maxClientConnections);
       ports.postgres = l.port;
+      closers.push(() => l.close());
+    }
+    if (config.listen.mysql && tlsMat) {
+      const ctx: MysqlGatewayContext = {
+        store,
+        journal,
+        guard,
+        registry,
+        tlsContext: tlsMat.context,
+        allowPlaintext: config.tls.allowPlaintext,
+        connections: new Map(config.connections.filter((c) => c.type === 'mysql').map((c) => [c.name, c])),
+        reviews,
+        limits,
+        log,
+      };
+      const [host, port] = splitHostPort(config.listen.mysql, 'listen.mysql');
+      const l: Listener = await startMysqlListener(ctx, host, port, config.limits.maxClientConnections);
+      ports.mysql = l.port;
       closers.push(() => l.close());
     }
     if (config.listen.api) {

@@ -27,6 +27,21 @@ export const postgresConnection = z.strictObject({
   mask: maskConfigSchema.optional(),
 });
 
+export const mysqlConnection = z.strictObject({
+  name,
+  type: z.literal('mysql'),
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(3306),
+  database: z.string().min(1),
+  user: z.string().min(1),
+  password: z.string().optional(),
+  tls: z.enum(['disable', 'prefer', 'require', 'verify-full']).default('prefer'),
+  /** PEM CA bundle (or file:/env: ref) for verify-full; the system store when absent */
+  ca: z.string().optional(),
+  /** masking of results (not applied by the MySQL adapter yet) */
+  mask: maskConfigSchema.optional(),
+});
+
 export const configSchema = z.strictObject({
   dataDir: z.string().default('.gatehouse'),
   store: z
@@ -37,6 +52,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       api: hostPort.optional(),
       postgres: hostPort.optional(),
+      mysql: hostPort.optional(),
     })
     .default({ api: '127.0.0.1:18080', postgres: '127.0.0.1:15432' }),
   tls: z
@@ -85,10 +101,11 @@ export const configSchema = z.strictObject({
       secret: z.string().min(1),
     })
     .optional(),
-  connections: z.array(z.discriminatedUnion('type', [postgresConnection])).default([]),
+  connections: z.array(z.discriminatedUnion('type', [postgresConnection, mysqlConnection])).default([]),
 });
 
 export type RawConfig = z.input<typeof configSchema>;
 export type Config = Omit<z.output<typeof configSchema>, 'policy'> & { configDir: string; policy: Policy };
 export type PostgresConnection = z.output<typeof postgresConnection>;
-export type Connection = PostgresConnection;
+export type MysqlConnection = z.output<typeof mysqlConnection>;
+export type Connection = PostgresConnection | MysqlConnection;

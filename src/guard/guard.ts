@@ -5,6 +5,7 @@ import type { Identity } from '../identity/keys.ts';
 import { mayUseConnection } from '../identity/keys.ts';
 import { unknownClassification, type Classification } from './classification.ts';
 import { classifyPostgres } from './classify-postgres.ts';
+import { classifyMysql } from './classify-mysql.ts';
 import { PolicyEngine } from './policy.ts';
 import type { Policy } from './policy-schema.ts';
 import type { PreparedStatements } from './prepared.ts';
@@ -42,8 +43,10 @@ export class Guard {
 
   classify(command: Command, prepared?: PreparedStatements): Classification {
     if (command.kind !== 'sql') return unknownClassification(`no classifier for ${command.kind} commands yet`);
-    if (command.dialect !== 'postgres') return unknownClassification(`no classifier for dialect ${command.dialect ?? 'unknown'}`);
-    const c = classifyPostgres(command.text);
+    let c: Classification;
+    if (command.dialect === 'postgres') c = classifyPostgres(command.text);
+    else if (command.dialect === 'mysql') c = classifyMysql(command.text);
+    else return unknownClassification(`no classifier for dialect ${command.dialect ?? 'unknown'}`);
     return prepared ? prepared.resolve(c) : c;
   }
 

@@ -21,8 +21,10 @@ export interface CliResult {
 }
 
 export interface GatewayOptions {
-  /** the PostgreSQL target behind connection "main" */
-  target: PgServer;
+  /** the PostgreSQL target behind connection "main"; without it there is no "main" connection */
+  target?: PgServer;
+  /** also listen for MySQL clients (on gw.mysqlPort) */
+  mysql?: boolean;
   /** "sqlite" (default) or a postgres:// URL for the gateway's own store */
   store?: string;
   /** TLS mode the gateway uses towards the target; default "require" when the target has TLS, else "disable" */
@@ -36,6 +38,8 @@ export interface GatewayUnderTest {
   configPath: string;
   pgPort: number;
   apiPort: number;
+  /** set when started with `mysql: true` */
+  mysqlPort?: number;
   /** output of the current process so far */
   output(): { stdout: string; stderr: string };
   cli(args: string[], env?: Record<string, string>): Promise<CliResult>;
@@ -66,13 +70,14 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayUnderTe
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-gw-'));
   const pgPort = await freePort();
   const apiPort = await freePort();
+  const mysqlPort = opts.mysql ? await freePort() : undefined;
   const passwordFile = path.join(dir, 'target-password');
-  fs.writeFileSync(passwordFile, opts.target.password, { mode: 0o600 });
+  if (opts.target) fs.writeFileSync(passwordFile, opts.target.password, { mode: 0o600 });
   const config = {
     dataDir: path.join(dir, 'data'),
     store: opts.store ?? 'sqlite',
-    listen: { api: `127.0.0.1:${apiPort}`, postgres: `127.0.0.1:${pgPort}` },
-    connections: [
+    listen: { api: `127.0.0.1:${apiPort}`, postgres: `127.0.0.1:${pgPort}`, ...(mysqlPort ? { mysql: `127.0.0.1:${mysqlPort}` } : {}) },
+    connections: !opts.target ? [] : [
       {
         name: 'main',
         type: 'postgres',
@@ -139,6 +144,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayUnderTe
     configPath,
     pgPort,
     apiPort,
+    mysqlPort,
     output: () => ({ stdout, stderr }),
     cli: (args, env) => runCli(configPath, args, env),
     async createKey(name, o = {}) {

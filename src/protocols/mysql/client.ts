@@ -1,0 +1,331 @@
+// One MySQL/MariaDB client connection: greeting, optional TLS (SSLRequest), authentication as a
+// Gatehouse identity (user = key name, password = key, database = connection name), access
+// checks, the upstream login with held credentials, then the relay.
+import { randomInt } from 'node:crypto';
+import type net from 'node:net';
+import type tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import type { MysqlConnection } from '../../config/schema.ts';
+import type { Guard } from '../../guard/guard.ts';
+import { mysqlServerFromVersion } from '../../guard/classify-mysql.ts';
+import { findIdentity, keyMatches, standing, type Identity } from '../../identity/keys.ts';
+import type { Journal } from '../../journal/journal.ts';
+import { Session } from '../../session/session.ts';
+import type { SessionRegistry } from '../../session/registry.ts';
+import type { Store } from '../../store/db.ts';
+import type { ReviewService } from '../../approval/reviews.ts';
+import { ProtocolError, encodePacket } from './codec.ts';
+import {
+  CACHING_SHA2_FAST_AUTH_SUCCESS,
+  CACHING_SHA2_PASSWORD,
+  CACHING_SHA2_PERFORM_FULL_AUTH,
+  CLEAR_PASSWORD,
+  NATIVE_PASSWORD,
+  decodeCleartextPassword,
+  generateScramble,
+  verifyCachingSha2Fast,
+  verifyNativePassword,
+} from './auth.ts';
+import {
+  CHARSET_UTF8MB4_GENERAL_CI,
+  CLIENT_CONNECT_ATTRS,
+  CLIENT_CONNECT_WITH_DB,
+  CLIENT_DEPRECATE_EOF,
+  CLIENT_FOUND_ROWS,
+  CLIENT_INTERACTIVE,
+  CLIENT_LONG_FLAG,
+  CLIENT_LONG_PASSWORD,
+  CLIENT_MULTI_RESULTS,
+  CLIENT_MULTI_STATEMENTS,
+  CLIENT_PLUGIN_AUTH,
+  CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+  CLIENT_PROTOCOL_41,
+  CLIENT_PS_MULTI_RESULTS,
+  CLIENT_SECURE_CONNECTION,
+  CLIENT_SSL,
+  CLIENT_TRANSACTIONS,
+  SERVER_STATUS_AUTOCOMMIT,
+  UNSUPPORTED_CAPABILITIES,
+  decodeHandshakeResponse41,
+  encodeAuthMoreData,
+  encodeAuthSwitchRequest,
+  encodeErr,
+  encodeHandshakeV10,
+  encodeOk,
+  hasCap,
+  isSslRequest,
+} from './packets.ts';
+import { PacketReader, startServerTls } from './io.ts';
+import { MysqlRelay } from './relay.ts';
+import { UpstreamError, connectUpstream } from './upstream.ts';
+
+export interface MysqlGatewayContext {
+  store: Store;
+  journal: Journal;
+  guard: Guard;
+  registry: SessionRegistry;
+  tlsContext: tls.SecureContext;
+  allowPlaintext: boolean;
+  connections: Map<string, MysqlConnection>;
+  reviews?: ReviewService;
+  limits: { maxMessageBytes: number; authTimeoutMs: number; sampleRows: number; maxValueBytes: number };
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** What the gateway announces. Never UNSUPPORTED_CAPABILITIES, LOCAL_FILES, SESSION_TRACK or IGNORE_SPACE. */
+export const GATEWAY_CAPABILITIES =
+  (CLIENT_LONG_PASSWORD |
+    CLIENT_FOUND_ROWS |
+    CLIENT_LONG_FLAG |
+    CLIENT_CONNECT_WITH_DB |
+    CLIENT_PROTOCOL_41 |
+    CLIENT_INTERACTIVE |
+    CLIENT_SSL |
+    CLIENT_TRANSACTIONS |
+    CLIENT_SECURE_CONNECTION |
+    CLIENT_MULTI_STATEMENTS |
+    CLIENT_MULTI_RESULTS |
+    CLIENT_PS_MULTI_RESULTS |
+    CLIENT_PLUGIN_AUTH |
+    CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA |
+    CLIENT_CONNECT_ATTRS |
+    CLIENT_DEPRECATE_EOF) &
+  ~UNSUPPORTED_CAPABILITIES;
+
+/** Negotiated capabilities the upstream must share, because the relay passes packets through unchanged. */
+const PASS_CAPABILITIES = (CLIENT_FOUND_ROWS | CLIENT_LONG_FLAG | CLIENT_INTERACTIVE | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS | CLIENT_DEPRECATE_EOF) >>> 0;
+
+const SERVER_VERSION = '5.5.5-10.11.0-MariaDB-Gatehouse';
+
+const ER_DBACCESS_DENIED_ERROR = 1044;
+const ER_ACCESS_DENIED_ERROR = 1045;
+const ER_BAD_DB_ERROR = 1049;
+const ER_SECURE_TRANSPORT_REQUIRED = 3159;
+const ER_NOT_SUPPORTED_AUTH_MODE = 1251;
+const ER_CON_COUNT_ERROR = 1040;
+
+class ClientFatal extends Error {
+  constructor(public readonly code: number, public readonly sqlState: string, message: string) {
+    super(message);
+  }
+}
+
+const authTimeout = () => new ProtocolError('authentication timed out', 1158, '08S01');
+
+export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): Promise<void> {
+  raw.setNoDelay(true);
+  raw.setKeepAlive(true, 60_000);
+  raw.on('error', () => {});
+  const peer = `${raw.remoteAddress}:${raw.remotePort}`;
+  let sock: Duplex = raw;
+  let isTls = false;
+  let seq = 0;
+  const deadline = Date.now() + ctx.limits.authTimeoutMs;
+  const remaining = () => Math.max(1, deadline - Date.now());
+  const hardStop = setTimeout(() => raw.destroy(), ctx.limits.authTimeoutMs + 1000);
+  let reader: PacketReader | null = null;
+  // Handshake packets are small: bound them tightly, whatever maxMessageBytes allows later.
+  const HANDSHAKE_MAX = 128 * 1024;
+  const send = (payload: Buffer) => {
+    sock.write(encodePacket(seq, payload));
+    seq = (seq + 1) & 0xff;
+  };
+  const fail = (code: number, sqlState: string, message: string) => {
+    try {
+      if (!sock.destroyed) sock.end(encodePacket(seq, encodeErr({ code, sqlState, message: message.slice(0, 4000) })));
+    } catch {
+      sock.destroy();
+    }
+    setTimeout(() => raw.destroy(), 500).unref();
+  };
+
+  try {
+    const scramble = generateScramble();
+    const connectionId = randomInt(1, 2 ** 31 - 1);
+    raw.write(
+      encodePacket(
+        0,
+        encodeHandshakeV10({
+          serverVersion: SERVER_VERSION,
+          connectionId,
+          scramble,
+          capabilities: GATEWAY_CAPABILITIES,
+          charset: CHARSET_UTF8MB4_GENERAL_CI,
+          status: SERVER_STATUS_AUTOCOMMIT,
+          authPlugin: NATIVE_PASSWORD,
+        }),
+      ),
+    );
+    seq = 1;
+    reader = new PacketReader(raw, HANDSHAKE_MAX);
+    let pkt = await reader.next(remaining(), authTimeout);
+    seq = (pkt.seq + 1) & 0xff;
+    if (isSslRequest(pkt.payload)) {
+      // The client starts TLS without waiting for an answer: what follows the SSLRequest is its
+      // ClientHello and goes to the TLS layer (which takes the socket's buffered bytes first).
+      // Nothing is read as a packet until the TLS handshake is done.
+      for (const b of reader.detach()) raw.unshift(b);
+      sock = await startServerTls(raw, ctx.tlsContext, remaining());
+      isTls = true;
+      reader = new PacketReader(sock, HANDSHAKE_MAX);
+      pkt = await reader.next(remaining(), authTimeout);
+      seq = (pkt.seq + 1) & 0xff;
+    }
+    if (!isTls && !ctx.allowPlaintext) {
+      throw new ClientFatal(ER_SECURE_TRANSPORT_REQUIRED, 'HY000', 'this gateway accepts only TLS connections; connect with --ssl (ssl-mode=REQUIRED)');
+    }
+    const hr = decodeHandshakeResponse41(pkt.payload);
+    const clientCaps = hr.capabilities >>> 0;
+    const negotiated = (clientCaps & GATEWAY_CAPABILITIES) >>> 0;
+    const user = hr.user;
+    if (!user) throw new ClientFatal(ER_ACCESS_DENIED_ERROR, '28000', 'no user name given: the user is your Gatehouse key name');
+    const database = hr.database ?? '';
+
+    const identity = await authenticate(ctx, reader, hr.authPlugin ?? '', hr.authResponse, user, isTls, scramble, remaining, (p) => send(p), () => seq, (s) => (seq = s), peer);
+
+    const st = standing(identity);
+    if (!st.ok) throw new ClientFatal(ER_ACCESS_DENIED_ERROR, '28000', `Access denied for user '${user}': ${st.message}${st.reason === 'expired' ? '; ask an operator for a new key' : ''}`);
+    if (!database) throw new ClientFatal(ER_BAD_DB_ERROR, '42000', `No database selected: the database name selects a Gatehouse connection; yours: ${identity.connections.join(', ') || 'none'}`);
+    const conn = ctx.connections.get(database);
+    if (!conn) throw new ClientFatal(ER_BAD_DB_ERROR, '42000', `Unknown database '${database}': the database name selects a Gatehouse MySQL connection; yours: ${identity.connections.join(', ') || 'none'}`);
+    const denial = ctx.guard.authorizeConnection(identity, conn.name);
+    if (denial) throw new ClientFatal(ER_DBACCESS_DENIED_ERROR, '42000', `Access denied for user '${user}' to database '${database}': ${denial.reason}; hint: ${denial.hint}`);
+
+    const up = await connectUpstream(conn, { passCapabilities: negotiated & PASS_CAPABILITIES, charset: hr.charset }).catch((e) => {
+      if (e instanceof UpstreamError) throw new ClientFatal(2003, 'HY000', `connection "${conn.name}": ${e.message}`);
+      throw e;
+    });
+
+    let session: Session;
+    try {
+      session = await Session.open(ctx, {
+        identity,
+        connection: conn.name,
+        protocol: 'mysql',
+        clientAddr: peer,
+        meta: { tls: isTls, application: hr.attrs?.program_name?.slice(0, 128) ?? null, targetVersion: up.handshake.serverVersion.slice(0, 128), targetTls: up.tls },
+      });
+    } catch (e) {
+      up.socket.destroy();
+      throw new ClientFatal(1105, 'HY000', `session refused: the gateway could not record it (${(e as Error).message})`);
+    }
+    if (!reader.empty) {
+      up.socket.destroy();
+      void session.close('protocol error');
+      throw new ProtocolError('unexpected data during authentication', 1835, '08S01');
+    }
+    const early = reader.detach();
+    clearTimeout(hardStop);
+    send(encodeOk({ status: up.status }));
+
+    const relay = new MysqlRelay(session, sock, up.socket, {
+      maxMessageBytes: ctx.limits.maxMessageBytes,
+      sampleRows: ctx.limits.sampleRows,
+      maxValueBytes: ctx.limits.maxValueBytes,
+      deprecateEof: hasCap(negotiated, CLIENT_DEPRECATE_EOF),
+      capabilities: up.capabilities,
+      server: mysqlServerFromVersion(up.handshake.serverVersion),
+      status: up.status,
+    });
+    ctx.registry.add(session);
+    session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
+    relay.onEnd = (reason) => {
+      ctx.registry.delete(session);
+      void session.close(reason);
+    };
+    relay.start(up.leftover, early);
+  } catch (e) {
+    clearTimeout(hardStop);
+    try {
+      reader?.detach();
+    } catch {
+      // a partial packet: closing anyway
+    }
+    if (e instanceof ClientFatal) fail(e.code, e.sqlState, e.message);
+    else if (e instanceof ProtocolError) fail(e.code, e.sqlState, e.message);
+    else {
+      ctx.log('mysql connection failed', { peer, error: (e as Error).message });
+      fail(1105, 'HY000', 'internal gateway error; see the gateway log');
+    }
+  }
+}
+
+/** Refuses a client beyond maxClientConnections, as the server does (1040). */
+export function refuseTooMany(sock: net.Socket): void {
+  sock.on('error', () => {});
+  sock.end(encodePacket(0, encodeErr({ code: ER_CON_COUNT_ERROR, sqlState: '08004', message: 'Too many connections' })));
+  setTimeout(() => sock.destroy(), 500).unref();
+}
+
+/** Never equal to a real hash; keeps the work (and timing) of an unknown user like a known one. */
+const DUMMY_NATIVE = Buffer.alloc(20, 0x5a);
+const DUMMY_SHA2 = Buffer.alloc(32, 0x5a);
+
+async function authenticate(
+  ctx: MysqlGatewayContext,
+  reader: PacketReader,
+  announced: string,
+  firstResponse: Buffer,
+  user: string,
+  isTls: boolean,
+  scramble: Buffer,
+  remaining: () => number,
+  send: (p: Buffer) => void,
+  getSeq: () => number,
+  setSeq: (s: number) => void,
+  peer: string,
+): Promise<Identity> {
+  const identity = await findIdentity(ctx.store.db, user);
+  const host = peer.replace(/:\d+$/, '').replace(/^::ffff:/, '');
+  const denied = (why?: string) =>
+    new ClientFatal(ER_ACCESS_DENIED_ERROR, '28000', `Access denied for user '${user}'@'${host}' (using password: YES)${why ? `: ${why}` : ''}; the password is the Gatehouse key printed by \`gatehouse keys create\``);
+  const oldKey = () =>
+    new ClientFatal(ER_ACCESS_DENIED_ERROR, '28000', `Access denied for user '${user}': key "${user}" was created before MySQL support and has no MySQL password hashes; create a new key with \`gatehouse keys create\``);
+  const next = async (): Promise<Buffer> => {
+    const pkt = await reader.next(remaining(), authTimeout);
+    if (pkt.seq !== getSeq()) throw new ProtocolError(`packets out of order: got sequence id ${pkt.seq}, expected ${getSeq()}`, 1156, '08S01');
+    setSeq((pkt.seq + 1) & 0xff);
+    return pkt.payload;
+  };
+  const cleartext = async (): Promise<Identity> => {
+    if (!isTls) throw new ClientFatal(ER_NOT_SUPPORTED_AUTH_MODE, '08004', 'cleartext authentication requires TLS; connect with --ssl');
+    const pw = decodeCleartextPassword(await next());
+    if (pw.length > 1024) throw denied();
+    const ok = !!identity && keyMatches(identity, pw.toString('utf8'));
+    if (!ok || !identity) throw denied();
+    return identity;
+  };
+
+  if (announced === CACHING_SHA2_PASSWORD) {
+    if (identity && !identity.mysqlSha2) {
+      // An older key: only the cleartext key can be checked, over TLS.
+      if (!isTls) throw oldKey();
+      send(encodeAuthMoreData(Buffer.from([CACHING_SHA2_PERFORM_FULL_AUTH])));
+      return cleartext();
+    }
+    const ok = verifyCachingSha2Fast(scramble, firstResponse, identity?.mysqlSha2 ?? DUMMY_SHA2);
+    if (!ok || !identity) throw denied();
+    send(encodeAuthMoreData(Buffer.from([CACHING_SHA2_FAST_AUTH_SUCCESS])));
+    return identity;
+  }
+
+  let response = firstResponse;
+  if (announced === CLEAR_PASSWORD) {
+    if (!isTls) throw new ClientFatal(ER_NOT_SUPPORTED_AUTH_MODE, '08004', 'mysql_clear_password requires TLS; connect with --ssl');
+    send(encodeAuthSwitchRequest(CLEAR_PASSWORD, Buffer.alloc(0), false));
+    return cleartext();
+  }
+  if (announced !== NATIVE_PASSWORD) {
+    // A plugin the gateway does not verify (or none): ask for mysql_native_password with the same scramble.
+    send(encodeAuthSwitchRequest(NATIVE_PASSWORD, scramble));
+    response = await next();
+  }
+  if (identity && !identity.mysqlNative) {
+    if (!isTls) throw oldKey();
+    send(encodeAuthSwitchRequest(CLEAR_PASSWORD, Buffer.alloc(0), false));
+    return cleartext();
+  }
+  const ok = verifyNativePassword(scramble, response, identity?.mysqlNative ?? DUMMY_NATIVE);
+  if (!ok || !identity) throw denied();
+  return identity;
+}
