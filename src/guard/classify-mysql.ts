@@ -9,16 +9,18 @@
 //    opened first. Comments are removed here, so the parser below never decides what is a
 //    comment (`--1` is minus minus one to the server, a comment to many parsers).
 // 2. A statement-head grammar over the tokens: the statement kind (and so its class) is decided
-//    by the leading keywords, for every statement MySQL and MariaDB have. A head we do not know
-//    is `unknown`. Over every token, whatever the statement, a scan for dangerous functions
-//    (LOAD_FILE, sys_exec), sequence writes and INTO OUTFILE/DUMPFILE, so that no parser
-//    shortcoming can hide them.
+//    by the leading keywords, for the statements MySQL 8 and MariaDB 10/11 document. A head we
+//    do not know is `unknown`. Over every token, whatever the statement, a scan for dangerous
+//    functions (LOAD_FILE, sys_exec), sequence writes and INTO OUTFILE/DUMPFILE, so that no
+//    parser shortcoming can hide them. Statements are split at `;` here; inside a stored
+//    program's or compound statement's body the pieces are over-approximated (bodyPiece).
 // 3. node-sql-parser, for what needs a real grammar: which relations a SELECT/INSERT/UPDATE/
 //    DELETE/REPLACE reads and writes, whether it has a WHERE, nested SELECTs, function calls. It
 //    does not cover all of MySQL: when it fails on a statement whose details depend on it, the
 //    statement is `unknown` (fail closed). A few tokens that cannot change what a statement does
 //    (index hints, LOCK IN SHARE MODE, `LIMIT n` on UPDATE/DELETE, …) are dropped and the parse
-//    retried before giving up.
+//    retried, with the other dialect's grammar too, before giving up. A SELECT without FROM,
+//    subquery or INTO (`SELECT 1`, `SELECT @@version_comment LIMIT 1`) does not need it.
 //
 // Version-gated comments depend on the server: MariaDB 10.11 runs `/*!40101 …*/` and
 // `/*M!100100 …*/` but skips `/*!80001 …*/` (MySQL 5.7+ numbers are ignored), MySQL 8 runs
@@ -902,7 +904,30 @@ function relations(ast: Obj, acc: Acc): void {
  * A statement whose details come from the parser. `head` is SELECT, INSERT, REPLACE, UPDATE or
  * DELETE; a parse failure, or an AST of another kind, makes it unknown.
  */
+/** Words that make a SELECT more than a list of expressions. */
+const NON_TRIVIAL = new Set(['FROM', 'INTO', 'UNION', 'EXCEPT', 'INTERSECT', 'MINUS', 'SELECT', 'WITH', 'FOR', 'LOCK', 'PROCEDURE', 'WINDOW', 'TABLE', 'VALUES']);
+
+/**
+ * `SELECT 1`, `SELECT @@version_comment LIMIT 1`, `SELECT DATABASE(), USER()`: what pools and
+ * clients send most. No FROM, no subquery, no INTO: nothing but expressions, whose functions the
+ * token scans see. Spares the parser (a millisecond); if such a text is not valid SQL, the
+ * server refuses it and nothing runs.
+ */
+function trivialSelect(toks: readonly Tok[]): boolean {
+  if (!isWord(toks[0], 'SELECT')) return false;
+  for (let i = 1; i < toks.length; i++) {
+    const t = toks[i]!;
+    if (t.k === 'word' && NON_TRIVIAL.has(t.v)) return false;
+  }
+  return true;
+}
+
 function parsedStatement(toks: Tok[], head: string, acc: Acc, ctx: Ctx): void {
+  if (head === 'SELECT' && trivialSelect(toks)) {
+    acc.statement('SELECT', 'read');
+    collectFunctions(toks, 1, toks.length, acc);
+    return;
+  }
   const [[primary, primaryDb], [secondary, secondaryDb]] = parsers(ctx.flavor);
   const text = render(toks);
   let ast = tryParse(text, primary!, primaryDb!);
@@ -1610,7 +1635,7 @@ const BODY_START = new Set(['THEN', 'ELSE', 'DO', 'LOOP', 'REPEAT', 'ATOMIC', 'B
 /**
  * A compound statement run now (BEGIN NOT ATOMIC, IF, CASE, LOOP, REPEAT, WHILE, FOR, label:).
  * Its first inner statement shares this piece of text (`IF c THEN DELETE FROM t`); it is
- * classified as running. The later ones come as pieces of their own (see classifyReading).
+ * classified as running. The later ones come as pieces of their own (see bodyPiece).
  */
 function compoundBlock(toks: Tok[], acc: Acc, ctx: Ctx): void {
   acc.statement('COMPOUND_STATEMENT', 'procedural', 'a compound statement (BEGIN NOT ATOMIC, IF, LOOP, …) runs code');
@@ -1618,8 +1643,8 @@ function compoundBlock(toks: Tok[], acc: Acc, ctx: Ctx): void {
   const body = findTop(toks, 0, (t, j) => isWord(t) && BODY_START.has(t.v) && !(t.v === 'BEGIN' && isWord(toks[j + 1], 'NOT')));
   scanExpressions(toks, 0, body < 0 ? toks.length : body, acc, ctx);
   if (body < 0 || body + 1 >= toks.length) return;
-  const inner = classifyTokens(toks.slice(body + 1), ctx);
-  if (inner.class !== 'unknown') acc.absorb(inner);
+  const inner = toks.slice(body + 1);
+  acc.absorb(bodyPiece(inner, ctx) ?? classifyTokens(inner, ctx));
 }
 
 function alter(toks: Tok[], acc: Acc, ctx: Ctx): void {
@@ -1863,6 +1888,28 @@ function empty(): Classification {
   return { class: 'read', classes: ['read'], types: [], reads: [], writes: [], flags: ['empty'], functions: [], reason: 'empty query' };
 }
 
+/** Words that start a piece of a compound statement's body, never a statement of its own. */
+const BODY_ONLY = new Set(['END', 'DECLARE', 'RETURN', 'LEAVE', 'ITERATE', 'OPEN', 'FETCH', 'CLOSE', 'ELSE', 'ELSEIF', 'WHEN', 'UNTIL']);
+
+/**
+ * After CREATE PROCEDURE … BEGIN (or BEGIN NOT ATOMIC, IF …), the text's `;` no longer ends
+ * statements, and we do not follow the body's grammar. Pieces are judged as if they ran (an
+ * over-approximation for a definition), except those only a body has (`END IF`, `DECLARE x
+ * INT`, `FETCH c INTO v`): those are skipped, but for the statement an ELSE, ELSEIF … THEN or
+ * WHEN … THEN leads, and for what the token scans see. Anything else stays as classified, so
+ * a statement we cannot read after a CREATE PROCEDURE is still `unknown`.
+ */
+function bodyPiece(toks: Tok[], ctx: Ctx): Classification | undefined {
+  const head = toks[0]?.k === 'word' ? toks[0].v : '';
+  if (!BODY_ONLY.has(head)) return undefined;
+  const acc = new Acc();
+  dangerScan(toks, acc);
+  acc.flags.add(COMPOUND);
+  const at = head === 'ELSE' ? 0 : head === 'ELSEIF' || head === 'WHEN' ? findTop(toks, 1, (t) => isWord(t, 'THEN')) : -1;
+  if (at >= 0 && at + 1 < toks.length) acc.absorb(classifyTokens(toks.slice(at + 1), ctx));
+  return acc.finish();
+}
+
 /** What a text does under one reading of its executable comments. */
 function classifyReading(lexed: LexResult, ctx: Ctx): Classification {
   if (lexed.error !== undefined) return unknownClassification(`the server would reject this text: ${lexed.error}`, ['parse_error']);
@@ -1871,15 +1918,7 @@ function classifyReading(lexed: LexResult, ctx: Ctx): Classification {
   const list: Classification[] = [];
   let inBody = false;
   for (const s of stmts) {
-    let c = classifyTokens(s, ctx);
-    if (inBody && c.class === 'unknown') {
-      // After CREATE PROCEDURE … BEGIN, a piece may be body (`END`, `DECLARE x INT`): it does
-      // not run now. What could still be seen in it (a dangerous function) is kept.
-      const acc = new Acc();
-      dangerScan(s, acc);
-      acc.flags.add(COMPOUND);
-      c = acc.finish();
-    }
+    const c = (inBody ? bodyPiece(s, ctx) : undefined) ?? classifyTokens(s, ctx);
     if (c.flags.includes(COMPOUND)) inBody = true;
     list.push(c);
   }
