@@ -8,7 +8,6 @@ import { loadOrCreateSigner, type Signer } from './journal/signer.ts';
 import { CancelMap, type PgGatewayContext } from './protocols/postgres/client.ts';
 import { startPostgresListener, type Listener } from './protocols/postgres/listener.ts';
 import type { MysqlGatewayContext } from './protocols/mysql/client.ts';
-import { startMysqlListener } from './protocols/mysql/listener.ts';
 import { SessionRegistry } from './session/registry.ts';
 import { openStore, type Store } from './store/db.ts';
 import { storeOptions } from './store/options.ts';
@@ -118,6 +117,10 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
         limits,
         log,
       };
+      // Loaded only when used: node-sql-parser alone adds tens of MB to every gateway's RSS.
+      const { startMysqlListener } = await import('./protocols/mysql/listener.ts');
+      const { classifyMysql } = await import('./guard/classify-mysql.ts');
+      guard.registerClassifier('mysql', (text) => classifyMysql(text));
       const [host, port] = splitHostPort(config.listen.mysql, 'listen.mysql');
       const l: Listener = await startMysqlListener(ctx, host, port, config.limits.maxClientConnections);
       ports.mysql = l.port;

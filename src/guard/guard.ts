@@ -5,7 +5,6 @@ import type { Identity } from '../identity/keys.ts';
 import { mayUseConnection } from '../identity/keys.ts';
 import { unknownClassification, type Classification } from './classification.ts';
 import { classifyPostgres } from './classify-postgres.ts';
-import { classifyMysql } from './classify-mysql.ts';
 import { PolicyEngine } from './policy.ts';
 import type { Policy } from './policy-schema.ts';
 import type { PreparedStatements } from './prepared.ts';
@@ -20,6 +19,7 @@ export interface GuardContext {
 
 export class Guard {
   readonly policy: PolicyEngine;
+  private readonly classifiers = new Map<string, (text: string) => Classification>([['postgres', classifyPostgres]]);
 
   constructor(policy?: Policy) {
     this.policy = new PolicyEngine(policy);
@@ -43,11 +43,18 @@ export class Guard {
 
   classify(command: Command, prepared?: PreparedStatements): Classification {
     if (command.kind !== 'sql') return unknownClassification(`no classifier for ${command.kind} commands yet`);
-    let c: Classification;
-    if (command.dialect === 'postgres') c = classifyPostgres(command.text);
-    else if (command.dialect === 'mysql') c = classifyMysql(command.text);
-    else return unknownClassification(`no classifier for dialect ${command.dialect ?? 'unknown'}`);
+    const classify = this.classifiers.get(command.dialect ?? '');
+    if (!classify) return unknownClassification(`no classifier for dialect ${command.dialect ?? 'unknown'}`);
+    const c = classify(command.text);
     return prepared ? prepared.resolve(c) : c;
+  }
+
+  /**
+   * Adds a dialect's classifier. Adapters register theirs when they start, so a parser no
+   * listener needs is never loaded (node-sql-parser alone costs tens of MB of memory).
+   */
+  registerClassifier(dialect: string, classify: (text: string) => Classification): void {
+    this.classifiers.set(dialect, classify);
   }
 
   /** `classification` is given when the caller knows it already (a prepared statement's). */
