@@ -32,6 +32,7 @@
 // Quoting assumptions: `"…"` is a string (no ANSI_QUOTES in sql_mode); backslash escapes apply
 // unless noBackslashEscapes says otherwise (the server reports NO_BACKSLASH_ESCAPES in every OK
 // packet's status flags, so the gateway knows it).
+import { ClassificationCache, deepFreeze } from './classification-cache.ts';
 import { createRequire } from 'node:module';
 import {
   type Classification,
@@ -1995,56 +1996,13 @@ function classifyUncached(text: string, opts: MysqlClassifyOptions): Classificat
   return out;
 }
 
-const CACHE_MAX_ENTRIES = 10_000;
-const CACHE_MAX_CHARS = 16 * 1024 * 1024;
-const CACHE_MAX_TEXT = 256 * 1024;
-
-// Two generations, as in classify-postgres.ts: O(1) per operation, statements in use survive.
-let young = new Map<string, Classification>();
-let old = new Map<string, Classification>();
-let youngChars = 0;
-
-function cached(key: string): Classification | undefined {
-  const hit = young.get(key);
-  if (hit !== undefined) return hit;
-  const aged = old.get(key);
-  if (aged !== undefined) {
-    old.delete(key);
-    remember(key, aged);
-  }
-  return aged;
-}
-
-function remember(key: string, c: Classification): void {
-  if (key.length > CACHE_MAX_TEXT) return;
-  if (young.size >= CACHE_MAX_ENTRIES / 2 || youngChars + key.length > CACHE_MAX_CHARS / 2) {
-    old = young;
-    young = new Map();
-    youngChars = 0;
-  }
-  young.set(key, c);
-  youngChars += key.length;
-}
-
-function deepFreeze(c: Classification): Classification {
-  Object.freeze(c.classes);
-  Object.freeze(c.types);
-  Object.freeze(c.reads);
-  Object.freeze(c.writes);
-  Object.freeze(c.flags);
-  Object.freeze(c.functions);
-  if (c.statements) {
-    for (const s of c.statements) deepFreeze(s);
-    Object.freeze(c.statements);
-  }
-  return Object.freeze(c);
-}
+const cache = new ClassificationCache();
+const cached = (key: string): Classification | undefined => cache.get(key);
+const remember = (key: string, c: Classification): void => cache.set(key, c);
 
 /** Drops every cached classification (tests, or after changing the classifier's tables). */
 export function clearMysqlClassificationCache(): void {
-  young = new Map();
-  old = new Map();
-  youngChars = 0;
+  cache.clear();
 }
 
 function cacheKey(text: string, opts: MysqlClassifyOptions): string {

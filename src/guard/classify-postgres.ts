@@ -14,6 +14,7 @@
 // `{"RangeVar": {...}}`; a field typed with a concrete struct (InsertStmt.relation,
 // SelectStmt.larg, CallStmt.funccall, IntoClause.rel) is not. RangeVars are therefore detected
 // by shape (a string `relname`), which catches both. Zero values (false, 0, "") are omitted.
+import { ClassificationCache, deepFreeze } from './classification-cache.ts';
 import pgQuery from 'libpg-query';
 import {
   type Classification,
@@ -754,63 +755,13 @@ function classifyStatement(stmt: Obj): Classification {
 // ---------------------------------------------------------------------------------------------
 // Cache and entry point
 
-const CACHE_MAX_ENTRIES = 10_000;
-/** Total cached text, so that a few huge one-off statements cannot pin hundreds of megabytes. */
-const CACHE_MAX_CHARS = 16 * 1024 * 1024;
-const CACHE_MAX_TEXT = 256 * 1024;
-
-// Two generations instead of a strict LRU: new entries go to `young`; when it holds half the
-// budget it becomes `old` and the previous `old` is dropped whole. A hit in `old` is promoted, so
-// statements in use survive every rotation. Every operation is O(1): evicting one entry at a time
-// from the front of a Map makes V8 skip the holes left by earlier deletions, which cost several
-// microseconds per insert once the cache was full.
-let young = new Map<string, Classification>();
-let old = new Map<string, Classification>();
-let youngChars = 0;
-
-function cached(text: string): Classification | undefined {
-  const hit = young.get(text);
-  if (hit !== undefined) return hit;
-  const aged = old.get(text);
-  if (aged !== undefined) {
-    old.delete(text);
-    remember(text, aged);
-  }
-  return aged;
-}
-
-function remember(text: string, c: Classification): void {
-  if (text.length > CACHE_MAX_TEXT) return;
-  if (young.size >= CACHE_MAX_ENTRIES / 2 || youngChars + text.length > CACHE_MAX_CHARS / 2) {
-    old = young;
-    young = new Map();
-    youngChars = 0;
-  }
-  young.set(text, c);
-  youngChars += text.length;
-}
-
-function deepFreeze(c: Classification): Classification {
-  // Cached results are shared by every caller: freezing makes an accidental edit throw (in strict
-  // mode) instead of silently changing the next verdict for the same text.
-  Object.freeze(c.classes);
-  Object.freeze(c.types);
-  Object.freeze(c.reads);
-  Object.freeze(c.writes);
-  Object.freeze(c.flags);
-  Object.freeze(c.functions);
-  if (c.statements) {
-    for (const s of c.statements) deepFreeze(s);
-    Object.freeze(c.statements);
-  }
-  return Object.freeze(c);
-}
+const cache = new ClassificationCache();
+const cached = (key: string): Classification | undefined => cache.get(key);
+const remember = (key: string, c: Classification): void => cache.set(key, c);
 
 /** Drops every cached classification (tests, or after changing the classifier's tables). */
 export function clearPostgresClassificationCache(): void {
-  young = new Map();
-  old = new Map();
-  youngChars = 0;
+  cache.clear();
 }
 
 function empty(): Classification {
