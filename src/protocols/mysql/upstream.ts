@@ -1,6 +1,7 @@
 // The gateway's own login to a MySQL/MariaDB target with the held credentials: TCP, TLS as
 // configured (SSLRequest, then TLS), HandshakeV10 → HandshakeResponse41 for the target's auth
 // plugin, AuthSwitchRequest / AuthMoreData rounds, until OK. After that the relay owns the socket.
+import { connectTcp, startClientTls as startClientTlsShared } from '../upstream-socket.ts';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -71,46 +72,9 @@ export interface UpstreamOptions {
 const CONNECT_TIMEOUT_MS = 10_000;
 const MAX_AUTH_ROUNDS = 6;
 
-function rawConnect(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port });
-    const t = setTimeout(() => {
-      s.destroy();
-      reject(new UpstreamError(`timed out connecting to ${host}:${port}`));
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(t);
-      s.setNoDelay(true);
-      s.setKeepAlive(true, 60_000);
-      resolve(s);
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(t);
-      reject(new UpstreamError(`cannot connect to ${host}:${port}: ${e.code ?? e.message}`));
-    });
-  });
-}
+const rawConnect = (host: string, port: number, timeoutMs: number) => connectTcp(host, port, timeoutMs, (m) => new UpstreamError(m));
 
-function startClientTls(raw: net.Socket, c: MysqlConnection): Promise<tls.TLSSocket> {
-  const verify = c.tls === 'verify-full';
-  return new Promise((resolve, reject) => {
-    const s = tls.connect({
-      socket: raw,
-      servername: net.isIP(c.host) ? undefined : c.host,
-      rejectUnauthorized: verify,
-      ca: verify && c.ca ? c.ca : undefined,
-      checkServerIdentity: verify ? tls.checkServerIdentity : () => undefined,
-    });
-    s.once('secureConnect', () => {
-      s.setNoDelay(true);
-      resolve(s);
-    });
-    s.once('error', (e) => {
-      s.destroy();
-      reject(new UpstreamError(`TLS to ${c.host}:${c.port} failed: ${e.message}`));
-    });
-  });
-}
+const startClientTls = (raw: net.Socket, c: MysqlConnection) => startClientTlsShared(raw, c, (m) => new UpstreamError(m));
 
 const timedOut = () => new UpstreamError('timed out waiting for the target during the handshake');
 

@@ -1,6 +1,7 @@
 // Connects to the target PostgreSQL with the credentials the gateway holds. The caller
 // never sees them: failures are reported without the password or the server's own words
 // about it.
+import { connectTcp, startClientTls } from '../upstream-socket.ts';
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -59,24 +60,7 @@ export interface Upstream {
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
-function rawConnect(host: string, port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port });
-    const t = setTimeout(() => {
-      s.destroy();
-      reject(new UpstreamError(`timed out connecting to ${host}:${port}`));
-    }, CONNECT_TIMEOUT_MS);
-    s.once('connect', () => {
-      clearTimeout(t);
-      s.setNoDelay(true);
-      resolve(s);
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(t);
-      reject(new UpstreamError(`cannot connect to ${host}:${port}: ${e.code ?? e.message}`));
-    });
-  });
-}
+const rawConnect = (host: string, port: number) => connectTcp(host, port, CONNECT_TIMEOUT_MS, (m) => new UpstreamError(m));
 
 function readByte(s: net.Socket): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -119,24 +103,7 @@ export async function openTransport(c: PostgresConnection): Promise<net.Socket> 
     raw.destroy();
     throw new UpstreamError(`target ${c.host}:${c.port} answered the TLS request with an unexpected byte`);
   }
-  const verify = c.tls === 'verify-full';
-  return new Promise((resolve, reject) => {
-    const s = tls.connect({
-      socket: raw,
-      servername: net.isIP(c.host) ? undefined : c.host,
-      rejectUnauthorized: verify,
-      ca: verify && c.ca ? c.ca : undefined,
-      checkServerIdentity: verify ? tls.checkServerIdentity : () => undefined,
-    });
-    s.once('secureConnect', () => {
-      s.setNoDelay(true);
-      resolve(s);
-    });
-    s.once('error', (e) => {
-      s.destroy();
-      reject(new UpstreamError(`TLS to ${c.host}:${c.port} failed: ${e.message}`));
-    });
-  });
+  return startClientTls(raw, c, (m) => new UpstreamError(m));
 }
 
 /**
