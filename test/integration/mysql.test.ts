@@ -16,7 +16,11 @@ let skipped: string | null = null;
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
   if (skipUnlessMariadb(probe)) return;
-  [maria, mariaTls] = await Promise.all([startMariadb(), startMariadb({ ssl: true })]);
+  // One after the other, each bounded: a start that stalls (seen once in ~20 runs under a loaded
+  // CI box) is retried instead of hanging the suite; a stalled server is killed at exit by the
+  // helper's emergency cleanup.
+  maria = await startBounded({});
+  mariaTls = await startBounded({ ssl: true });
   gw = await startGateway({
     mysql: true,
     extra: {
@@ -30,6 +34,27 @@ before(async () => {
     },
   });
 });
+
+async function startBounded(opts: { ssl?: boolean }): Promise<MariaServer> {
+  let last: unknown;
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        startMariadb(opts),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`MariaDB${opts.ssl ? ' (TLS)' : ''} did not start within 90 s (attempt ${attempt})`)), 90_000);
+          timer.unref();
+        }),
+      ]);
+    } catch (e) {
+      last = e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  throw last;
+}
 
 after(async () => {
   await gw?.stop();
