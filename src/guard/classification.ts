@@ -149,3 +149,50 @@ export function mergeClassifications(list: Classification[]): Classification {
   if (list.length > 0) out.statements = list.flatMap((c) => c.statements ?? [c]);
   return out;
 }
+
+/**
+ * Collects what a classifier finds while walking one statement, then freezes it into a
+ * Classification. Shared by the dialect classifiers so they cannot drift apart.
+ */
+export class ClassificationAccumulator {
+  classes = new Set<CommandClass>();
+  reasons = new Map<CommandClass, string>();
+  types: string[] = [];
+  reads = new Set<string>();
+  writes = new Set<string>();
+  flags = new Set<string>();
+  functions = new Set<string>();
+  prepareName?: string;
+  executeName?: string;
+  deallocateName?: string;
+
+  add(cls: CommandClass, reason: string): void {
+    this.classes.add(cls);
+    if (!this.reasons.has(cls)) this.reasons.set(cls, reason);
+  }
+
+  type(t: string): void {
+    if (!this.types.includes(t)) this.types.push(t);
+  }
+
+  /** A statement that added no class is a read of its first type. */
+  finish(): Classification {
+    if (this.classes.size === 0) this.add('read', this.types[0] ?? 'statement');
+    const cls = mostDangerous(this.classes);
+    const out: Classification = {
+      class: cls,
+      classes: sortClasses(this.classes),
+      types: this.types,
+      reads: [...this.reads],
+      writes: [...this.writes],
+      flags: [...this.flags],
+      functions: [...this.functions],
+    };
+    if (this.prepareName !== undefined) out.prepareName = this.prepareName;
+    if (this.executeName !== undefined) out.executeName = this.executeName;
+    if (this.deallocateName !== undefined) out.deallocateName = this.deallocateName;
+    const reason = this.reasons.get(cls);
+    if (reason !== undefined) out.reason = reason;
+    return out;
+  }
+}

@@ -35,11 +35,10 @@
 import { ClassificationCache, deepFreeze } from './classification-cache.ts';
 import { createRequire } from 'node:module';
 import {
+  ClassificationAccumulator,
   type Classification,
   type CommandClass,
   mergeClassifications,
-  mostDangerous,
-  sortClasses,
   unionClassifications,
   unknownClassification,
 } from './classification.ts';
@@ -457,27 +456,7 @@ const NOT_FUNCTIONS = new Set([
 // ---------------------------------------------------------------------------------------------
 // Accumulator (as in classify-postgres.ts)
 
-class Acc {
-  classes = new Set<CommandClass>();
-  reasons = new Map<CommandClass, string>();
-  types: string[] = [];
-  reads = new Set<string>();
-  writes = new Set<string>();
-  flags = new Set<string>();
-  functions = new Set<string>();
-  prepareName?: string;
-  executeName?: string;
-  deallocateName?: string;
-
-  add(cls: CommandClass, reason: string): void {
-    this.classes.add(cls);
-    if (!this.reasons.has(cls)) this.reasons.set(cls, reason);
-  }
-
-  type(t: string): void {
-    if (!this.types.includes(t)) this.types.push(t);
-  }
-
+class Acc extends ClassificationAccumulator {
   statement(type: string, cls: CommandClass, reason?: string): void {
     this.type(type);
     this.add(cls, reason ?? type.replace(/_/g, ' '));
@@ -503,26 +482,6 @@ class Acc {
     this.prepareName ??= c.prepareName;
     this.executeName ??= c.executeName;
     this.deallocateName ??= c.deallocateName;
-  }
-
-  finish(): Classification {
-    if (this.classes.size === 0) this.add('read', this.types[0] ?? 'statement');
-    const cls = mostDangerous(this.classes);
-    const out: Classification = {
-      class: cls,
-      classes: sortClasses(this.classes),
-      types: this.types,
-      reads: [...this.reads],
-      writes: [...this.writes],
-      flags: [...this.flags],
-      functions: [...this.functions],
-    };
-    if (this.prepareName !== undefined) out.prepareName = this.prepareName;
-    if (this.executeName !== undefined) out.executeName = this.executeName;
-    if (this.deallocateName !== undefined) out.deallocateName = this.deallocateName;
-    const reason = this.reasons.get(cls);
-    if (reason !== undefined) out.reason = reason;
-    return out;
   }
 }
 

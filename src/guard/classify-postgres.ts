@@ -17,11 +17,10 @@
 import { ClassificationCache, deepFreeze } from './classification-cache.ts';
 import pgQuery from 'libpg-query';
 import {
+  ClassificationAccumulator,
   type Classification,
   type CommandClass,
   mergeClassifications,
-  mostDangerous,
-  sortClasses,
   unknownClassification,
 } from './classification.ts';
 import { PreparedStatements } from './prepared.ts';
@@ -148,46 +147,7 @@ function dottedName(list: unknown): string | undefined {
 // The walk
 
 /** What one statement was found to do; turned into a frozen Classification at the end. */
-class Acc {
-  classes = new Set<CommandClass>();
-  reasons = new Map<CommandClass, string>();
-  types: string[] = [];
-  reads = new Set<string>();
-  writes = new Set<string>();
-  flags = new Set<string>();
-  functions = new Set<string>();
-  prepareName?: string;
-  executeName?: string;
-  deallocateName?: string;
-
-  add(cls: CommandClass, reason: string): void {
-    this.classes.add(cls);
-    if (!this.reasons.has(cls)) this.reasons.set(cls, reason);
-  }
-
-  type(t: string): void {
-    if (!this.types.includes(t)) this.types.push(t);
-  }
-
-  finish(): Classification {
-    const cls = mostDangerous(this.classes);
-    const out: Classification = {
-      class: cls,
-      classes: sortClasses(this.classes),
-      types: this.types,
-      reads: [...this.reads],
-      writes: [...this.writes],
-      flags: [...this.flags],
-      functions: [...this.functions],
-    };
-    if (this.prepareName !== undefined) out.prepareName = this.prepareName;
-    if (this.executeName !== undefined) out.executeName = this.executeName;
-    if (this.deallocateName !== undefined) out.deallocateName = this.deallocateName;
-    const reason = this.reasons.get(cls);
-    if (reason !== undefined) out.reason = reason;
-    return out;
-  }
-}
+class Acc extends ClassificationAccumulator {}
 
 /** CTE names visible at a point of the tree; an unqualified relation of that name is the CTE. */
 interface CteScope {
@@ -748,7 +708,6 @@ function classifyStatement(stmt: Obj): Classification {
   const acc = new Acc();
   walk(stmt, { acc, ctes: null, write: false, inert: false });
   if (acc.types.length === 0 && 'SelectStmt' in stmt) acc.type('VALUES'); // a bare VALUES statement
-  if (acc.classes.size === 0) acc.add('read', acc.types[0] ?? 'statement');
   return acc.finish();
 }
 
