@@ -231,17 +231,8 @@ export class Relay {
         this.tracker.push(entry);
         // Recording starts now, in arrival order, so pipelined commands share one commit.
         const recorded = Promise.all(stmts.map((s) => this.session.run({ kind: 'sql', dialect: 'postgres', text: s.text, meta: { statementType: s.type, ...(stmts.length > 1 ? { batch: stmts.length } : {}) } })));
-        recorded.catch(() => {});
-        const copy = Buffer.from(f);
-        this.hold(async () => {
-          const execs = await recorded;
-          execs.forEach((e, i) => attachExecution(sts[i]!, e));
-          // One statement denied denies the string: the server would run it as one unit.
-          const denial = await this.verdicts(execs, entry, sts);
-          if (!denial) return copy;
-          entry.denial = denialFrame(denial);
-          return POISON_QUERY;
-        });
+        // One statement denied denies the string: the server would run it as one unit.
+        this.guarded(f, recorded, entry, sts, POISON_QUERY);
         return;
       }
       case 0x50 /* P Parse */: {
@@ -306,16 +297,7 @@ export class Relay {
         // Judged by what was prepared (checked again: the policy or the grant may have changed).
         const prepared = p ? this.session.prepared.lookup(p.statement) : undefined;
         const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: p?.text ?? '', params: p?.params, meta: { protocol: 'extended', portal } }, prepared);
-        recorded.catch(() => {});
-        const copy = Buffer.from(f);
-        this.hold(async () => {
-          const exec = await recorded;
-          attachExecution(st, exec);
-          const denial = await this.verdicts([exec], entry, [st]);
-          if (!denial) return copy;
-          entry.denial = denialFrame(denial);
-          return POISON_PARSE;
-        });
+        this.guarded(f, recorded.then((e) => [e]), entry, [st], POISON_PARSE);
         return;
       }
       case 0x43 /* C Close */: {
@@ -340,16 +322,7 @@ export class Relay {
         // A call by function oid (large objects use it) cannot be classified: fail closed.
         const unknown = unknownClassification(`fastpath call of function oid ${oid}`);
         const recorded = this.session.run({ kind: 'sql', dialect: 'postgres', text: `-- fastpath function call (oid ${oid})`, meta: { protocol: 'function-call' } }, unknown);
-        recorded.catch(() => {});
-        const copy = Buffer.from(f);
-        this.hold(async () => {
-          const exec = await recorded;
-          attachExecution(st, exec);
-          const denial = await this.verdicts([exec], entry, [st]);
-          if (!denial) return copy;
-          entry.denial = denialFrame(denial);
-          return POISON_QUERY;
-        });
+        this.guarded(f, recorded.then((e) => [e]), entry, [st], POISON_QUERY);
         return;
       }
       case 0x58 /* X Terminate */:
@@ -369,6 +342,24 @@ export class Relay {
   /** Queues a point in the stream where forwarding waits for `decide`: the bytes it returns go on. */
   private hold(decide: () => Promise<Buffer | null>): void {
     this.out.push(decide);
+  }
+
+  /**
+   * Forwards `f` once its commands are recorded and allowed. A denied one goes to the target as
+   * `poison`, whose error the tracker then replaces with the denial.
+   */
+  private guarded(f: Buffer, recorded: Promise<Execution[]>, entry: Pending & { denial?: Buffer }, sts: StatementState[], poison: Buffer): void {
+    // The pump awaits it later; until then a rejection must not count as unhandled.
+    recorded.catch(() => {});
+    const copy = Buffer.from(f);
+    this.hold(async () => {
+      const execs = await recorded;
+      execs.forEach((e, i) => attachExecution(sts[i]!, e));
+      const denial = await this.verdicts(execs, entry, sts);
+      if (!denial) return copy;
+      entry.denial = denialFrame(denial);
+      return poison;
+    });
   }
 
   /**
