@@ -23,6 +23,7 @@ const policy = {
     { name: 'no-drops', match: { types: ['DROP_TABLE'] }, action: 'block', reason: 'dropping tables is not allowed', hint: 'ask a DBA' },
     { name: 'fast-hold', match: { tables: { write: ['t_fast'] } }, action: 'review', approvers: ['dba'], holdFor: '1s' },
     { name: 'hold-deletes', match: { types: ['DELETE'] }, action: 'review', approvers: ['dba'], holdFor: '20s' },
+    { name: 'no-unknown', match: { classes: ['unknown'] }, action: 'block', reason: 'cannot tell what this does' },
     { name: 'two-for-truncate', match: { types: ['TRUNCATE'] }, action: 'review', approvers: ['dba'], minApprovals: 2, mode: 'defer' },
   ],
   readOnly: [{ connections: ['main'], identities: ['reader'] }],
@@ -274,4 +275,13 @@ test('preview: a held DELETE carries its EXPLAIN plan and, with dryRun, the rows
   } finally {
     await c.end();
   }
+});
+
+test('a fastpath function call (psql \\lo_import) cannot be classified: it is refused, and the session goes on', async (t) => {
+  if (!gw) return t.skip('postgres binaries not installed');
+  const before = (await target('select count(*)::int as n from pg_largeobject_metadata')).rows[0].n;
+  const r = await psql('agent', ['-c', `\\lo_import ${pgs!.dataDir}/PG_VERSION`, '-c', 'select 6 * 7']).done;
+  assert.match(r.stderr, /cannot tell what this does/);
+  assert.match(r.stdout, /42/);
+  assert.equal((await target('select count(*)::int as n from pg_largeobject_metadata')).rows[0].n, before);
 });
