@@ -71,10 +71,6 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       if (c.mask) maskers.set(c.name, new Masker(c.mask, maskSecret, { onError: (e) => log('masking failed; value withheld or passed per onError', { connection: c.name, error: e instanceof Error ? e.name : 'error' }) }));
     }
 
-    for (const c of config.connections) {
-      // Refused rather than ignored: a connection configured to mask must never serve unmasked data.
-      if (c.type === 'mysql' && c.mask) throw new Error(`config: connection "${c.name}": masking is not supported for MySQL connections yet; remove its mask section`);
-    }
     const tlsMat = config.listen.postgres || config.listen.mysql ? await loadTlsMaterial(config.dataDir, config.tls.cert, config.tls.key) : null;
     const limits = {
       maxMessageBytes: config.limits.maxMessageBytes,
@@ -116,6 +112,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
         reviews,
         limits,
         log,
+        maskers,
       };
       // Loaded only when used: node-sql-parser alone adds tens of MB to every gateway's RSS.
       const { startMysqlListener } = await import('./protocols/mysql/listener.ts');

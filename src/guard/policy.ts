@@ -146,6 +146,8 @@ interface CompiledRule {
   when: CelProgram | null;
   /** An allow rule decides an unknown-class command only when it names `unknown` itself. */
   allowsUnknown: boolean;
+  /** An allow rule decides a LOAD DATA LOCAL INFILE only when it names the flag itself. */
+  allowsLocalFile: boolean;
   decision: Decision;
   /** whether `decision.reason` is the generated one, to which the classifier's reason is added */
   defaultReason: boolean;
@@ -230,6 +232,7 @@ function compileRule(rule: Rule): CompiledRule {
     hasSchemas: m.schemas !== undefined,
     when,
     allowsUnknown: (classes & UNKNOWN) !== 0,
+    allowsLocalFile: m.flags?.includes(LOCAL_FILE_FLAG) ?? false,
     ...buildDecision(rule.name, rule),
   };
 }
@@ -259,6 +262,19 @@ const REVIEW_UNKNOWN: Decision = Object.freeze({
   reason: 'statement could not be classified, so it is never allowed without review',
   hint: `a member of group "admin" must approve it; a policy rule matching class "unknown" can decide it instead`,
   review: DEFAULT_REVIEW,
+});
+
+/**
+ * LOAD DATA LOCAL INFILE makes the client send one of its files to the target, which the target
+ * names. Only an allow rule that lists this flag in `flags` lets it run; without one it is
+ * blocked, whatever the default.
+ */
+const LOCAL_FILE_FLAG = 'load_data_local';
+const BLOCK_LOCAL_FILE: Decision = Object.freeze({
+  action: 'block',
+  rule: 'default.load-data-local',
+  reason: 'LOAD DATA LOCAL INFILE is blocked unless a policy rule allows it',
+  hint: `ask an administrator for a policy rule with match.flags: [${LOCAL_FILE_FLAG}] and action: allow`,
 });
 
 /** `base` with the classifier's explanation appended, e.g. the parse error of an unknown statement. */
@@ -310,6 +326,7 @@ export class PolicyEngine {
     const c = facts.classification;
     const mask = classMask(c);
     const unknown = (mask & UNKNOWN) !== 0;
+    const localFile = c.flags.includes(LOCAL_FILE_FLAG);
     const identity = facts.identity;
 
     // A read-only grant is not a rule: no allow rule can lift it, so it is checked first.
@@ -328,6 +345,7 @@ export class PolicyEngine {
       if (r.kinds !== 0 && (r.kinds & kind) === 0) continue;
       if (r.classes !== 0 && (r.classes & mask) === 0) continue;
       if (unknown && r.action === 'allow' && !r.allowsUnknown) continue;
+      if (localFile && r.action === 'allow' && !r.allowsLocalFile) continue;
       if (r.connections !== null && !r.connections.test(facts.connection)) continue;
       if (r.identities !== null && !r.identities.test(identity.name)) continue;
       if (r.groups !== null && !anyIn(identity.groups, r.groups)) continue;
@@ -350,6 +368,7 @@ export class PolicyEngine {
       return r.defaultReason ? withReason(r.decision, c.reason) : r.decision;
     }
 
+    if (localFile) return BLOCK_LOCAL_FILE;
     const f = this.fallback;
     if (unknown) {
       // A configured default may be stricter than the zero-config review, never laxer.

@@ -37,6 +37,8 @@ export interface MariaServer {
 export interface StartMariadbOptions {
   /** Serve TLS and refuse plaintext over TCP (require_secure_transport), so a test can prove TLS was used. */
   ssl?: boolean;
+  /** Extra mariadbd options, e.g. `--max-allowed-packet=64M`. */
+  serverArgs?: string[];
 }
 
 // ---------------------------------------------------------------------------
@@ -314,6 +316,7 @@ async function startIn(root: string, opts: StartMariadbOptions): Promise<MariaSe
       '--collation-server=utf8mb4_general_ci',
       '--loose-feedback=OFF',
       ...tlsArgs,
+      ...(opts.serverArgs ?? []),
     ];
     const logFd = fs.openSync(logFile, 'a');
     let child: ChildProcess;

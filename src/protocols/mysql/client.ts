@@ -1,7 +1,6 @@
 // One MySQL/MariaDB client connection: greeting, optional TLS (SSLRequest), authentication as a
 // Gatehouse identity (user = key name, password = key, database = connection name), access
 // checks, the upstream login with held credentials, then the relay.
-import { randomInt } from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -34,6 +33,7 @@ import {
   CLIENT_FOUND_ROWS,
   CLIENT_INTERACTIVE,
   CLIENT_LONG_FLAG,
+  CLIENT_LOCAL_FILES,
   CLIENT_LONG_PASSWORD,
   CLIENT_MULTI_RESULTS,
   CLIENT_MULTI_STATEMENTS,
@@ -57,6 +57,9 @@ import {
 } from './packets.ts';
 import { PacketReader, startServerTls } from './io.ts';
 import { MysqlRelay } from './relay.ts';
+import { MysqlThreads } from './kill.ts';
+import type { Masker } from '../../mask/masker.ts';
+import { serveControl } from './control.ts';
 import { UpstreamError, connectUpstream } from './upstream.ts';
 
 export interface MysqlGatewayContext {
@@ -70,12 +73,21 @@ export interface MysqlGatewayContext {
   reviews?: ReviewService;
   limits: { maxMessageBytes: number; authTimeoutMs: number; sampleRows: number; maxValueBytes: number };
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** maskers by connection name, for connections with a `mask:` section */
+  maskers?: Map<string, Masker>;
+  /** live sessions by announced connection id, for KILL (created by the listener) */
+  threads?: MysqlThreads;
 }
 
-/** What the gateway announces. Never UNSUPPORTED_CAPABILITIES, LOCAL_FILES, SESSION_TRACK or IGNORE_SPACE. */
+/**
+ * What the gateway announces. Never UNSUPPORTED_CAPABILITIES, SESSION_TRACK or IGNORE_SPACE.
+ * LOCAL_FILES is passed on when the client offers it: the relay gives the target's file request
+ * to the client only for a statement the policy allowed to load a client file (docs/mysql.md).
+ */
 export const GATEWAY_CAPABILITIES =
   (CLIENT_LONG_PASSWORD |
     CLIENT_FOUND_ROWS |
+    CLIENT_LOCAL_FILES |
     CLIENT_LONG_FLAG |
     CLIENT_CONNECT_WITH_DB |
     CLIENT_PROTOCOL_41 |
@@ -93,7 +105,7 @@ export const GATEWAY_CAPABILITIES =
   ~UNSUPPORTED_CAPABILITIES;
 
 /** Negotiated capabilities the upstream must share, because the relay passes packets through unchanged. */
-const PASS_CAPABILITIES = (CLIENT_FOUND_ROWS | CLIENT_LONG_FLAG | CLIENT_INTERACTIVE | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS | CLIENT_DEPRECATE_EOF) >>> 0;
+const PASS_CAPABILITIES = (CLIENT_FOUND_ROWS | CLIENT_LOCAL_FILES | CLIENT_LONG_FLAG | CLIENT_INTERACTIVE | CLIENT_MULTI_STATEMENTS | CLIENT_MULTI_RESULTS | CLIENT_PS_MULTI_RESULTS | CLIENT_DEPRECATE_EOF) >>> 0;
 
 const SERVER_VERSION = '5.5.5-10.11.0-MariaDB-Gatehouse';
 
@@ -141,7 +153,8 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
 
   try {
     const scramble = generateScramble();
-    const connectionId = randomInt(1, 2 ** 31 - 1);
+    const threads = (ctx.threads ??= new MysqlThreads());
+    const connectionId = threads.allocateId();
     raw.write(
       encodePacket(
         0,
@@ -185,7 +198,15 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
 
     const st = standing(identity);
     if (!st.ok) throw new ClientFatal(ER_ACCESS_DENIED_ERROR, '28000', `Access denied for user '${user}': ${st.message}${st.reason === 'expired' ? '; ask an operator for a new key' : ''}`);
-    if (!database) throw new ClientFatal(ER_BAD_DB_ERROR, '42000', `No database selected: the database name selects a Gatehouse connection; yours: ${identity.connections.join(', ') || 'none'}`);
+    if (!database) {
+      // No connection chosen: a control session, which serves KILL (the CLI's Ctrl-C path).
+      if (!reader.empty) throw new ProtocolError('unexpected data during authentication', 1835, '08S01');
+      const early = reader.detach();
+      clearTimeout(hardStop);
+      send(encodeOk({ status: SERVER_STATUS_AUTOCOMMIT }));
+      serveControl(sock, early, { deps: ctx, threads, identity, peer, status: SERVER_STATUS_AUTOCOMMIT, log: ctx.log });
+      return;
+    }
     const conn = ctx.connections.get(database);
     if (!conn) throw new ClientFatal(ER_BAD_DB_ERROR, '42000', `Unknown database '${database}': the database name selects a Gatehouse MySQL connection; yours: ${identity.connections.join(', ') || 'none'}`);
     const denial = ctx.guard.authorizeConnection(identity, conn.name);
@@ -196,6 +217,9 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
       throw e;
     });
 
+    const masker = ctx.maskers?.get(conn.name);
+    const unmasked = !!masker && masker.isUnmasked(identity.groups);
+    const maskOn = !!masker && !unmasked;
     let session: Session;
     try {
       session = await Session.open(ctx, {
@@ -203,7 +227,13 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
         connection: conn.name,
         protocol: 'mysql',
         clientAddr: peer,
-        meta: { tls: isTls, application: hr.attrs?.program_name?.slice(0, 128) ?? null, targetVersion: up.handshake.serverVersion.slice(0, 128), targetTls: up.tls },
+        meta: {
+          tls: isTls,
+          application: hr.attrs?.program_name?.slice(0, 128) ?? null,
+          targetVersion: up.handshake.serverVersion.slice(0, 128),
+          targetTls: up.tls,
+          masking: maskOn ? 'on' : unmasked ? 'off: identity is in an unmasked group' : 'off',
+        },
       });
     } catch (e) {
       up.socket.destroy();
@@ -226,10 +256,25 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
       capabilities: up.capabilities,
       server: mysqlServerFromVersion(up.handshake.serverVersion),
       status: up.status,
+      mask: masker ? { masker, client: maskOn } : undefined,
+      threads,
     });
+    // What the journal keeps of statements is masked too, for exempt identities as well: a literal
+    // secret in a WHERE clause must not reach the recording. The target gets it as sent.
+    if (masker) session.redact = (text) => masker.maskText(text);
     ctx.registry.add(session);
     session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
+    threads.register({
+      gatewayId: connectionId,
+      targetThreadId: up.handshake.connectionId,
+      identityId: identity.id,
+      connection: conn,
+      sessionId: session.id,
+      charset: hr.charset,
+      end: (reason) => relay.kill(reason),
+    });
     relay.onEnd = (reason) => {
+      threads.unregister(connectionId);
       ctx.registry.delete(session);
       void session.close(reason);
     };

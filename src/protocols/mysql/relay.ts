@@ -2,42 +2,51 @@
 // turned into recorded Commands, and forwarded only once the session has recorded them and the
 // verdicts allow it. One command is in flight at a time (the protocol is request/response; a
 // pipelining client just waits), so a gateway-made reply can never land inside a target's.
-// Target → client: bytes pass through unchanged and unbuffered while a tracker reads the
-// packets to record results (OK, ERR, result sets, multi-results).
+// Commands the target does not answer (COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE) are forwarded
+// without waiting. Target → client: see server-stream.ts (framing, pass/drop/replace) and
+// response.ts (what the answers are read as and recorded).
 import type { Duplex } from 'node:stream';
-import type { Execution, ResultRecord, Session } from '../../session/session.ts';
+import type { Execution, Session } from '../../session/session.ts';
 import type { Denial } from '../../guard/types.ts';
+import { unknownClassification, type Classification } from '../../guard/classification.ts';
 import { classifyMysql, type MysqlServer } from '../../guard/classify-mysql.ts';
 import { PacketScanner, ProtocolError, encodePacket } from './codec.ts';
+import { ServerStream } from './server-stream.ts';
+import { ResponseTracker, type Expect, type ResponseOptions } from './response.ts';
+import { KILL_FORMS_HINT, type MysqlThreads } from './kill.ts';
+import { involvesKill, runKill } from './control.ts';
+import { StatementTable, renderExecuteParams } from './statements.ts';
 import {
+  CLIENT_LOCAL_FILES,
   COMMAND_NAMES,
   COM_CHANGE_USER,
   COM_FIELD_LIST,
   COM_INIT_DB,
   COM_PING,
+  COM_PROCESS_KILL,
   COM_QUERY,
   COM_QUIT,
   COM_RESET_CONNECTION,
   COM_SET_OPTION,
   COM_STATISTICS,
-  ERR_HEADER,
-  LOCAL_INFILE_HEADER,
-  OK_HEADER,
-  SERVER_MORE_RESULTS_EXISTS,
+  COM_STMT_CLOSE,
+  COM_STMT_EXECUTE,
+  COM_STMT_FETCH,
+  COM_STMT_PREPARE,
+  COM_STMT_RESET,
+  COM_STMT_SEND_LONG_DATA,
+  CURSOR_TYPE_READ_ONLY,
   SERVER_STATUS_NO_BACKSLASH_ESCAPES,
-  decodeColumnCount,
-  decodeColumnDefinition41,
   decodeComInitDb,
+  decodeComProcessKill,
   decodeComQuery,
-  decodeEof,
-  decodeErr,
-  decodeOk,
-  decodeTextRow,
+  decodeStmtExecute,
+  decodeStmtFetch,
+  decodeStmtId,
+  decodeStmtPrepare,
+  decodeStmtSendLongData,
   encodeErr,
-  isEof,
-  isErr,
-  isResultsetEnd,
-  CHARSET_BINARY,
+  hasCap,
 } from './packets.ts';
 
 export interface MysqlRelayOptions {
@@ -46,12 +55,16 @@ export interface MysqlRelayOptions {
   maxValueBytes: number;
   /** CLIENT_DEPRECATE_EOF is in effect on both sides */
   deprecateEof: boolean;
-  /** the upstream connection's capabilities (for OK packet layout) */
+  /** the upstream connection's capabilities (for OK packet layout; CLIENT_LOCAL_FILES) */
   capabilities: number;
   /** the target, so executable comments are read as it reads them */
   server?: MysqlServer;
   /** status flags of the login OK */
   status: number;
+  /** masking of results and errors (see ResponseOptions.mask) */
+  mask?: ResponseOptions['mask'];
+  /** live sessions, for KILL (never forwarded as sent; see kill.ts) */
+  threads?: MysqlThreads;
 }
 
 const ER_SPECIFIC_ACCESS_DENIED_ERROR = 1227;
@@ -59,36 +72,12 @@ const ER_UNKNOWN_COM_ERROR = 1047;
 const ER_NOT_SUPPORTED_YET = 1235;
 const ER_CONNECTION_KILLED = 1927;
 const MAX_STATEMENTS = 10_000;
-/** column names kept per result (the count is always exact) */
-const MAX_COLUMNS_RECORDED = 1000;
+/** parameters recorded per execute (the count is always exact), as for PostgreSQL */
+const MAX_PARAMS_RECORDED = 100;
 
 /** The shared denial shape as a MySQL error. */
 export function denialMessage(d: Denial): string {
   return `${d.reason} (rule: ${d.rule}${d.reviewId ? `; review: ${d.reviewId}` : ''}; hint: ${d.hint})`;
-}
-
-interface Column {
-  name: string;
-  type: number;
-  charset: number;
-}
-
-/** What the target's answer to the command in flight is being read as. */
-type Phase = 'first' | 'columns' | 'columnsEof' | 'rows' | 'fieldList';
-
-interface InFlight {
-  /** the executions the answer's results belong to, in order (may be empty: nothing to record) */
-  execs: Execution[];
-  idx: number;
-  /** single-packet answers (PING, INIT_DB, RESET_CONNECTION, ...) */
-  simple: boolean;
-  phase: Phase;
-  colsLeft: number;
-  columns: Column[];
-  columnCount: number;
-  rows: number;
-  sample: unknown[][];
-  bytesOut: number;
 }
 
 /**
@@ -163,16 +152,16 @@ interface Queued {
 
 export class MysqlRelay {
   private readonly fromClient: PacketScanner;
-  private readonly fromServer: PacketScanner;
+  private readonly fromServer: ServerStream;
+  private readonly tracker: ResponseTracker;
+  /** protocol-level prepared statements, by the target's statement id */
+  readonly statements = new StatementTable();
   private readonly queue: Queued[] = [];
-  private current: InFlight | null = null;
   private completed = false;
   private pumping = false;
   private ended = false;
   private upstreamFull = false;
   private noBackslashEscapes: boolean;
-  /** sequence id of the last packet the target sent (for an unsolicited ERR from the gateway) */
-  private lastServerSeq = 0;
   onEnd: ((reason: string) => void) | null = null;
 
   constructor(
@@ -183,8 +172,28 @@ export class MysqlRelay {
   ) {
     this.noBackslashEscapes = (opts.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES) !== 0;
     this.fromClient = new PacketScanner((seq, payload, firstSeq) => this.clientPacket(seq, payload, firstSeq), opts.maxMessageBytes);
+    this.tracker = new ResponseTracker(
+      { sampleRows: opts.sampleRows, maxValueBytes: opts.maxValueBytes, deprecateEof: opts.deprecateEof, capabilities: opts.capabilities, mask: opts.mask },
+      this.statements,
+      {
+        done: () => {
+          this.completed = true;
+        },
+        status: (flags) => {
+          this.noBackslashEscapes = (flags & SERVER_STATUS_NO_BACKSLASH_ESCAPES) !== 0;
+        },
+        // Only a statement in flight was forwarded, so the guard let it run (an allow rule that
+        // names the flag, or an approved review). It must be a LOAD DATA LOCAL, and the client
+        // must have offered files: only then does the target's request reach the client.
+        mayLoadLocal: (exec) =>
+          hasCap(opts.capabilities, CLIENT_LOCAL_FILES) && exec !== undefined && exec.verdict.action !== 'block' && (exec.verdict.classification?.flags.includes('load_data_local') ?? false),
+        toServer: (b) => {
+          if (!this.server.write(b)) this.upstreamFull = true;
+        },
+      },
+    );
     // The target is trusted more than a client, but a bound keeps a broken one from exhausting memory.
-    this.fromServer = new PacketScanner((seq, payload) => this.serverPacket(seq, payload), 1 << 30);
+    this.fromServer = new ServerStream(this.tracker, 1 << 30);
   }
 
   start(fromServer: Buffer[], fromClient: Buffer[]): void {
@@ -209,7 +218,7 @@ export class MysqlRelay {
   /** Ends the session from outside (revocation, shutdown) with an ERR to the client. */
   kill(message: string): void {
     if (this.ended) return;
-    const seq = this.current ? (this.lastServerSeq + 1) & 0xff : 1;
+    const seq = this.tracker.busy ? (this.tracker.lastSeq + 1) & 0xff : 1;
     try {
       this.client.write(encodePacket(seq, encodeErr({ code: ER_CONNECTION_KILLED, sqlState: '70100', message: message.slice(0, 2000) })));
     } catch {
@@ -234,14 +243,22 @@ export class MysqlRelay {
   }
 
   private clientPacket(seq: number, payload: Buffer, firstSeq: number): void {
+    if (this.tracker.awaitingFile) {
+      // A LOCAL INFILE file the guard allowed: forwarded as it comes, counted, never kept.
+      this.tracker.fileData(payload.length);
+      if (!this.server.write(encodePacket(firstSeq, payload))) this.upstreamFull = true;
+      return;
+    }
     if (firstSeq !== 0) throw new ProtocolError(`packets out of order: a command must start at sequence id 0, got ${firstSeq}`, 1156, '08S01');
     this.queue.push({ payload: Buffer.from(payload), lastSeq: seq });
   }
 
-  /** Stops reading the client while a command is in flight or queued, or the target is full. */
+  /** Stops reading the client while a command is in flight or queued, or the target is full; a LOCAL INFILE file flows. */
   private flow(): void {
     if (this.ended) return;
-    if (this.current || this.queue.length || this.upstreamFull || this.pumping) this.client.pause();
+    if (this.upstreamFull) this.client.pause();
+    else if (this.tracker.awaitingFile) this.client.resume();
+    else if (this.tracker.busy || this.queue.length || this.pumping) this.client.pause();
     else this.client.resume();
   }
 
@@ -250,12 +267,18 @@ export class MysqlRelay {
     this.pumping = true;
     this.client.pause();
     try {
-      while (!this.ended && !this.current && this.queue.length) {
+      while (!this.ended && !this.tracker.busy && this.queue.length) {
         const q = this.queue.shift()!;
         try {
           await this.dispatch(q);
         } catch (e) {
           if (e instanceof ProtocolError) {
+            // A command the target never answers must not get an answer either: the client
+            // would take it for the answer to its next command. Such a malformed one ends the session.
+            if (q.payload[0] === COM_STMT_SEND_LONG_DATA || q.payload[0] === COM_STMT_CLOSE) {
+              this.kill(`malformed ${COMMAND_NAMES[q.payload[0]!]}: ${e.message}; session closed`);
+              return;
+            }
             this.replyErr((q.lastSeq + 1) & 0xff, e.code, e.sqlState, e.message);
             continue;
           }
@@ -276,9 +299,16 @@ export class MysqlRelay {
     this.client.write(encodePacket(seq, encodeErr({ code, sqlState, message: message.slice(0, 8000) })));
   }
 
-  private forward(q: Queued, inflight: Omit<InFlight, 'idx' | 'phase' | 'colsLeft' | 'columns' | 'columnCount' | 'rows' | 'sample' | 'bytesOut'> & { phase?: Phase }): void {
-    this.current = { idx: 0, colsLeft: 0, columns: [], columnCount: 0, rows: 0, sample: [], bytesOut: 0, ...inflight, phase: inflight.phase ?? 'first' };
+  /** Sends the command to the target; `expect` says what its answer is read as (none: no answer comes). */
+  private forward(q: Queued, expect: Expect | null): void {
+    if (expect) this.tracker.begin(expect);
     if (!this.server.write(encodePacket(0, q.payload))) this.upstreamFull = true;
+  }
+
+  /** Refuses recorded commands with the denial: the first denied one is `denied`, the others did not run. */
+  private deny(errSeq: number, execs: Execution[], denied: { index: number; denial: Denial }): void {
+    this.replyErr(errSeq, ER_SPECIFIC_ACCESS_DENIED_ERROR, '42000', denialMessage(denied.denial));
+    execs.forEach((e, i) => e.finish(i === denied.index ? { status: 'denied', error: { code: '42000', message: denied.denial.reason } } : { status: 'not_run' }));
   }
 
   private async dispatch(q: Queued): Promise<void> {
@@ -295,22 +325,61 @@ export class MysqlRelay {
         const whole = classifyMysql(text, opts);
         if (pieces.length !== (whole.statements?.length ?? 1) || pieces.length > MAX_STATEMENTS) pieces = [text];
         if (pieces.length === 0) pieces = [text];
+        // A KILL names a connection id that only the gateway can map (kill.ts): never forwarded.
+        if (involvesKill(whole) && pieces.length === 1) return this.killCommand(errSeq, text, this.session.prepared.resolve(whole));
         const batch = pieces.length > 1 ? { batch: pieces.length } : {};
-        const recorded = Promise.all(
+        const execs = await Promise.all(
           pieces.map((s, i) => {
             const c = this.session.prepared.resolve(pieces.length === 1 ? whole : classifyMysql(s, opts));
             return this.session.run({ kind: 'sql', dialect: 'mysql', text: s, meta: { ...batch, ...(pieces.length > 1 ? { index: i } : {}) } }, c);
           }),
         );
-        const execs = await recorded;
+        const killAt = execs.findIndex((e) => e.verdict.classification !== undefined && involvesKill(e.verdict.classification));
+        if (killAt >= 0) return this.deny(errSeq, execs, { index: killAt, denial: killInBatch() });
         const denial = await this.verdicts(execs);
-        if (denial) {
-          this.replyErr(errSeq, ER_SPECIFIC_ACCESS_DENIED_ERROR, '42000', denialMessage(denial.denial));
-          execs.forEach((e, i) => e.finish(i === denial.index ? { status: 'denied', error: { code: '42000', message: denial.denial.reason } } : { status: 'not_run' }));
+        if (denial) return this.deny(errSeq, execs, denial);
+        if (this.ended) return;
+        this.forward(q, { kind: 'query', execs });
+        return;
+      }
+      case COM_STMT_PREPARE:
+        return this.prepare(q, errSeq);
+      case COM_PROCESS_KILL: {
+        // The deprecated command form of KILL CONNECTION, mapped like the statement.
+        const text = `KILL CONNECTION ${decodeComProcessKill(p)}`;
+        return this.killCommand(errSeq, text, classifyMysql(text), { protocol: 'COM_PROCESS_KILL' });
+      }
+      case COM_STMT_EXECUTE:
+        return this.execute(q, errSeq);
+      case COM_STMT_SEND_LONG_DATA: {
+        // No answer: the data accumulates on the target until the next execute or reset. Here
+        // only its size, hash and first bytes are kept, for the execute's record.
+        const ld = decodeStmtSendLongData(p);
+        const st = this.statements.get(ld.statementId);
+        if (st && !this.statements.addLongData(st, ld.paramId, ld.data)) {
+          this.kill('too many parameters with long data (COM_STMT_SEND_LONG_DATA) in this session; session closed');
           return;
         }
-        if (this.ended) return;
-        this.forward(q, { execs, simple: false });
+        this.forward(q, null);
+        return;
+      }
+      case COM_STMT_CLOSE: {
+        // No answer. The statement's open cursor, if any, is recorded now.
+        this.statements.close(this.statements.resolveId(decodeStmtId(p)));
+        this.forward(q, null);
+        return;
+      }
+      case COM_STMT_RESET: {
+        const st = this.statements.get(decodeStmtId(p));
+        if (st) this.statements.reset(st);
+        this.forward(q, { kind: 'simple' });
+        return;
+      }
+      case COM_STMT_FETCH: {
+        // Not a new command: it delivers rows of the execute that opened the cursor, which was
+        // recorded and judged; they are recorded on it (see docs/mysql.md).
+        const { statementId } = decodeStmtFetch(p);
+        this.forward(q, { kind: 'fetch', statement: this.statements.get(statementId) });
         return;
       }
       case COM_INIT_DB: {
@@ -318,13 +387,9 @@ export class MysqlRelay {
         const text = `USE \`${db.replace(/`/g, '``')}\``;
         const exec = await this.session.run({ kind: 'sql', dialect: 'mysql', text, meta: { protocol: 'COM_INIT_DB' } });
         const denial = await this.verdicts([exec]);
-        if (denial) {
-          this.replyErr(errSeq, ER_SPECIFIC_ACCESS_DENIED_ERROR, '42000', denialMessage(denial.denial));
-          exec.finish({ status: 'denied', error: { code: '42000', message: denial.denial.reason } });
-          return;
-        }
+        if (denial) return this.deny(errSeq, [exec], denial);
         if (this.ended) return;
-        this.forward(q, { execs: [exec], simple: true });
+        this.forward(q, { kind: 'simple', exec });
         return;
       }
       case COM_FIELD_LIST: {
@@ -332,24 +397,21 @@ export class MysqlRelay {
         const table = p.subarray(1, nul < 0 ? p.length : nul).toString('utf8');
         const exec = await this.session.run({ kind: 'sql', dialect: 'mysql', text: `SHOW COLUMNS FROM \`${table.replace(/`/g, '``')}\``, meta: { protocol: 'COM_FIELD_LIST' } });
         const denial = await this.verdicts([exec]);
-        if (denial) {
-          this.replyErr(errSeq, ER_SPECIFIC_ACCESS_DENIED_ERROR, '42000', denialMessage(denial.denial));
-          exec.finish({ status: 'denied', error: { code: '42000', message: denial.denial.reason } });
-          return;
-        }
+        if (denial) return this.deny(errSeq, [exec], denial);
         if (this.ended) return;
-        this.forward(q, { execs: [exec], simple: false, phase: 'fieldList' });
+        this.forward(q, { kind: 'fieldList', exec });
         return;
       }
       case COM_PING:
       case COM_STATISTICS:
       case COM_SET_OPTION:
-        this.forward(q, { execs: [], simple: true });
+        this.forward(q, { kind: 'simple' });
         return;
       case COM_RESET_CONNECTION:
-        // The target drops its prepared statements and session state; so does the guard.
+        // The target drops its prepared statements (both kinds) and session state; so does the gateway.
         this.session.prepared.clear();
-        this.forward(q, { execs: [], simple: true });
+        this.statements.clear('dropped by COM_RESET_CONNECTION');
+        this.forward(q, { kind: 'simple' });
         return;
       case COM_QUIT:
         this.server.write(encodePacket(0, p));
@@ -362,6 +424,75 @@ export class MysqlRelay {
         this.replyErr(errSeq, ER_UNKNOWN_COM_ERROR, '08S01', `command not supported by the gateway yet: ${COMMAND_NAMES[cmd] ?? `0x${cmd.toString(16)}`}`);
         return;
     }
+  }
+
+  /**
+   * COM_STMT_PREPARE: classified and checked now, so a forbidden statement never reaches the
+   * target's parser (as PostgreSQL's Parse). Reviews wait for the execute, where the parameters
+   * are known. Only a denied prepare is recorded; an allowed one is recorded at each execute.
+   */
+  private async prepare(q: Queued, errSeq: number): Promise<void> {
+    const text = decodeStmtPrepare(q.payload);
+    const classification = this.session.prepared.resolve(classifyMysql(text, { server: this.opts.server, noBackslashEscapes: this.noBackslashEscapes }));
+    const cmd = { kind: 'sql' as const, dialect: 'mysql' as const, text, meta: { protocol: 'COM_STMT_PREPARE' } };
+    const v = this.session.check(cmd, classification);
+    if (involvesKill(classification)) {
+      // A prepared KILL would run with the target's thread ids, which the gateway cannot map.
+      const exec = await this.session.run(cmd, classification);
+      return this.deny(errSeq, [exec], { index: 0, denial: killInBatch() });
+    }
+    if (v.action === 'block') {
+      const exec = await this.session.run(cmd, classification);
+      if (exec.verdict.action === 'block') return this.deny(errSeq, [exec], { index: 0, denial: exec.verdict.denial });
+      exec.finish({ status: 'not_run', meta: { protocol: 'COM_STMT_PREPARE' } });
+    }
+    if (this.ended) return;
+    this.forward(q, { kind: 'prepare', text, classification });
+  }
+
+  /**
+   * COM_STMT_EXECUTE: one recorded command, with the prepared text and the bound parameters,
+   * judged by what was prepared (checked again: the policy or the grant may have changed).
+   */
+  private async execute(q: Queued, errSeq: number): Promise<void> {
+    const p = q.payload;
+    if (p.length < 10) throw new ProtocolError('malformed packet: COM_STMT_EXECUTE too short');
+    const id = this.statements.resolveId(p.readUInt32LE(1));
+    const cursor = (p[5]! & CURSOR_TYPE_READ_ONLY) !== 0;
+    const st = this.statements.get(id);
+    const meta = { protocol: 'COM_STMT_EXECUTE', statement: id, ...(cursor ? { cursor: 'read_only' } : {}) };
+    let exec: Execution;
+    if (!st) {
+      // Never prepared through the gateway, or forgotten: the guard decides about an unknown.
+      const c = unknownClassification(`prepared statement ${id} is not known to the gateway`);
+      exec = await this.session.run({ kind: 'sql', dialect: 'mysql', text: `-- COM_STMT_EXECUTE of statement ${id}`, meta }, c);
+    } else {
+      // Parameters sent as long data are not in the packet: the decoder must know which.
+      const x = decodeStmtExecute(p, st.numParams, st.types, { longData: new Set(st.longData.keys()) });
+      if (x.newParamsBound) st.types = x.types;
+      const params = renderExecuteParams(st, x, this.opts.maxValueBytes, MAX_PARAMS_RECORDED);
+      exec = await this.session.run({ kind: 'sql', dialect: 'mysql', text: st.text, params, meta }, this.session.prepared.resolve(st.classification));
+    }
+    const denial = await this.verdicts([exec]);
+    if (denial) return this.deny(errSeq, [exec], denial);
+    if (this.ended) return;
+    if (st) {
+      // The target clears long data at execute, and a new execute closes the previous cursor.
+      this.statements.clearLongData(st);
+      this.statements.endCursor(st, 'cursor closed by a new execute');
+    }
+    this.forward(q, { kind: 'execute', exec, statement: st });
+  }
+
+  /** KILL, carried out by the gateway on the caller's own session (kill.ts); the reply is the gateway's. */
+  private async killCommand(errSeq: number, text: string, c: Classification, meta: Record<string, unknown> = {}): Promise<void> {
+    const threads = this.opts.threads;
+    if (!threads) {
+      const exec = await this.session.run({ kind: 'sql', dialect: 'mysql', text, meta }, c);
+      return this.deny(errSeq, [exec], { index: 0, denial: killInBatch() });
+    }
+    const reply = await runKill(this.session, text, c, threads, meta);
+    if (!this.ended) this.client.write(encodePacket(errSeq, reply));
   }
 
   /** null when all may run; otherwise the first denial. Held commands wait here for their reviews. */
@@ -381,176 +512,33 @@ export class MysqlRelay {
 
   private serverData(chunk: Buffer): void {
     if (this.ended) return;
+    let out: Buffer[];
     try {
-      this.fromServer.push(chunk);
+      out = this.fromServer.push(chunk);
     } catch (e) {
       this.kill(`the target sent an invalid packet (${(e as Error).message}); session closed`);
       return;
     }
-    if (!this.client.write(chunk)) this.server.pause();
+    let ok = true;
+    if (out.length === 1) ok = this.client.write(out[0]!);
+    else if (out.length > 1) {
+      this.client.cork();
+      for (const b of out) ok = this.client.write(b) && ok;
+      this.client.uncork();
+    }
+    if (!ok) this.server.pause();
+    if (this.tracker.awaitingFile) this.flow();
     if (this.completed) {
       this.completed = false;
       void this.pump();
     }
   }
 
-  private serverPacket(seq: number, p: Buffer): void {
-    this.lastServerSeq = seq;
-    const f = this.current;
-    if (!f) return; // unsolicited (e.g. the target's own "connection killed"): passed on
-    f.bytesOut += p.length + 4;
-    if (f.simple) {
-      if (isErr(p)) this.finishCurrent(this.errRecord(p, f));
-      else {
-        if (p[0] === OK_HEADER && p.length >= 7) this.noteStatus(decodeOk(p, this.opts.capabilities).status);
-        else if (isEof(p)) this.noteStatus(decodeEof(p).status);
-        this.finishCurrent({ status: 'ok', tag: p[0] === OK_HEADER ? 'OK' : undefined });
-      }
-      this.done();
-      return;
-    }
-    switch (f.phase) {
-      case 'fieldList':
-        if (isErr(p)) {
-          this.finishCurrent(this.errRecord(p, f));
-          this.done();
-        } else if (isResultsetEnd(p, this.opts.deprecateEof)) {
-          this.finishCurrent({ status: 'ok', tag: 'SHOW', rows: f.rows, columns: ['Field'], sample: f.sample, truncated: f.rows > f.sample.length });
-          this.done();
-        } else {
-          const col = decodeColumnDefinition41(p);
-          if (f.sample.length < this.opts.sampleRows) f.sample.push([col.name]);
-          f.rows++;
-        }
-        return;
-      case 'first': {
-        if (isErr(p)) {
-          this.finishCurrent(this.errRecord(p, f));
-          this.done();
-          return;
-        }
-        if (p[0] === OK_HEADER) {
-          const ok = decodeOk(p, this.opts.capabilities);
-          this.noteStatus(ok.status);
-          this.finishCurrent({ status: 'ok', tag: 'OK', rows: ok.affectedRows, meta: { lastInsertId: ok.lastInsertId.toString(), warnings: ok.warnings, ...(ok.info ? { info: ok.info.slice(0, 256) } : {}) } });
-          this.nextResult(ok.status);
-          return;
-        }
-        if (p[0] === LOCAL_INFILE_HEADER) {
-          // Never advertised (CLIENT_LOCAL_FILES): a target asking for a client file is refused.
-          this.kill('the target asked for LOAD DATA LOCAL INFILE, which the gateway does not allow; session closed');
-          return;
-        }
-        f.columnCount = decodeColumnCount(p);
-        f.colsLeft = f.columnCount;
-        f.columns = [];
-        f.rows = 0;
-        f.sample = [];
-        f.phase = 'columns';
-        return;
-      }
-      case 'columns': {
-        if (f.columns.length < MAX_COLUMNS_RECORDED) {
-          const c = decodeColumnDefinition41(p);
-          f.columns.push({ name: c.name, type: c.type, charset: c.charset });
-        }
-        if (--f.colsLeft === 0) f.phase = this.opts.deprecateEof ? 'rows' : 'columnsEof';
-        return;
-      }
-      case 'columnsEof':
-        if (isErr(p)) {
-          this.finishCurrent(this.errRecord(p, f));
-          this.done();
-          return;
-        }
-        if (!isEof(p)) throw new ProtocolError('expected EOF after column definitions');
-        f.phase = 'rows';
-        return;
-      case 'rows': {
-        if (p.length > 0 && p[0] === ERR_HEADER) {
-          this.finishCurrent(this.errRecord(p, f));
-          this.done();
-          return;
-        }
-        if (isResultsetEnd(p, this.opts.deprecateEof)) {
-          const status = this.opts.deprecateEof ? decodeOk(p, this.opts.capabilities).status : decodeEof(p).status;
-          this.noteStatus(status);
-          this.finishCurrent({
-            status: 'ok',
-            tag: 'SELECT',
-            rows: f.rows,
-            columns: f.columns.map((c) => c.name),
-            sample: f.sample,
-            truncated: f.rows > f.sample.length,
-            bytesOut: f.bytesOut,
-          });
-          this.nextResult(status);
-          return;
-        }
-        f.rows++;
-        if (f.sample.length < this.opts.sampleRows && f.columns.length === f.columnCount) {
-          const vals = decodeTextRow(p, f.columnCount);
-          f.sample.push(vals.map((v, i) => this.render(v, f.columns[i]!)));
-        }
-        return;
-      }
-    }
-  }
-
-  private render(v: Buffer | null, c: Column): unknown {
-    if (v === null) return null;
-    const max = this.opts.maxValueBytes;
-    if (c.charset === CHARSET_BINARY && !isNumericType(c.type)) {
-      const half = max >> 1;
-      return '\\x' + v.subarray(0, half).toString('hex') + (v.length > half ? '…' : '');
-    }
-    return v.length > max ? v.toString('utf8', 0, max) + '…' : v.toString('utf8');
-  }
-
-  private errRecord(p: Buffer, f: InFlight): ResultRecord {
-    const e = decodeErr(p);
-    return { status: 'error', error: { code: e.sqlState, message: e.message.slice(0, 2000), detail: `MySQL error ${e.code}` }, rows: f.phase === 'rows' ? f.rows : undefined };
-  }
-
-  private noteStatus(status: number): void {
-    this.noBackslashEscapes = (status & SERVER_STATUS_NO_BACKSLASH_ESCAPES) !== 0;
-  }
-
-  /** Records the current result on the execution it belongs to (extra results, e.g. of CALL, are not recorded separately). */
-  private finishCurrent(r: ResultRecord): void {
-    const f = this.current!;
-    const e = f.execs[f.idx];
-    if (e) e.finish(r);
-  }
-
-  private nextResult(status: number): void {
-    const f = this.current!;
-    if ((status & SERVER_MORE_RESULTS_EXISTS) === 0) {
-      this.done();
-      return;
-    }
-    if (f.idx < f.execs.length - 1) f.idx++;
-    else f.idx = f.execs.length; // results beyond the statements (CALL): not recorded
-    f.phase = 'first';
-    f.columns = [];
-    f.rows = 0;
-    f.sample = [];
-    f.bytesOut = 0;
-  }
-
-  /** The answer is complete: statements that got no result did not run (an error stops a batch). */
-  private done(): void {
-    const f = this.current!;
-    for (let i = f.idx + 1; i < f.execs.length; i++) f.execs[i]!.finish({ status: 'not_run' });
-    this.current = null;
-    this.completed = true;
-  }
-
   private end(reason: string): void {
     const first = !this.ended;
     this.ended = true;
-    if (this.current) for (const e of this.current.execs) e.finish({ status: 'unknown' });
-    this.current = null;
+    this.tracker.abandon();
+    this.statements.clear('open when the session ended');
     if (!this.client.destroyed) this.client.end();
     if (!this.server.destroyed) this.server.end();
     setTimeout(() => {
@@ -561,6 +549,7 @@ export class MysqlRelay {
   }
 }
 
-function isNumericType(t: number): boolean {
-  return t <= 5 || t === 8 || t === 9 || t === 13 || t === 246;
+/** The refusal of a KILL the gateway cannot carry out (in a batch, prepared, or an unmapped form). */
+function killInBatch(): Denial {
+  return { code: 'kill_form', rule: 'gateway.kill', reason: 'KILL is carried out by the gateway and must be sent on its own, as a plain statement', hint: KILL_FORMS_HINT };
 }
