@@ -439,6 +439,9 @@ for (const deprecateEof of [false, true]) {
     assert.equal(ld.data.params[0], '1');
     assert.match(ld.data.params[1], new RegExp(`^<long data: ${data.length} bytes, sha256 ${sha256(data)}> \\\\x${data.subarray(0, 8).toString('hex')}`));
     assert.deepEqual([resultOf(events, ld).status, resultOf(events, ld).rows], ['ok', 1]);
+    const reset = cmds.find((e) => e.data.protocol === 'COM_RESET_CONNECTION');
+    assert.ok(reset, 'COM_RESET_CONNECTION is recorded');
+    assert.deepEqual([reset.data.text, resultOf(events, reset).status], ['RESET CONNECTION', 'ok']);
     const cursors = cmds.filter((e) => e.data.text === `select id, s from cur_${tag} order by id`);
     assert.equal(cursors.length, 2, 'each cursor execute is one command; FETCH is not a command');
     assert.equal(cursors[0]!.data.cursor, 'read_only');

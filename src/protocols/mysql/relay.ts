@@ -407,12 +407,20 @@ export class MysqlRelay {
       case COM_SET_OPTION:
         this.forward(q, { kind: 'simple' });
         return;
-      case COM_RESET_CONNECTION:
+      case COM_RESET_CONNECTION: {
+        // Recorded: it rolls back an open transaction and resets session variables, which matters
+        // when reading a session back. Classed with SET, which it undoes.
+        const c: Classification = { class: 'read', classes: ['read'], types: ['RESET_CONNECTION'], reads: [], writes: [], flags: [], functions: [], reason: 'resets the session (rolls back an open transaction)' };
+        const exec = await this.session.run({ kind: 'sql', dialect: 'mysql', text: 'RESET CONNECTION', meta: { protocol: 'COM_RESET_CONNECTION' } }, c);
+        const denial = await this.verdicts([exec]);
+        if (denial) return this.deny(errSeq, [exec], denial);
+        if (this.ended) return;
         // The target drops its prepared statements (both kinds) and session state; so does the gateway.
         this.session.prepared.clear();
         this.statements.clear('dropped by COM_RESET_CONNECTION');
-        this.forward(q, { kind: 'simple' });
+        this.forward(q, { kind: 'simple', exec });
         return;
+      }
       case COM_QUIT:
         this.server.write(encodePacket(0, p));
         this.end('client quit');
