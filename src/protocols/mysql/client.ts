@@ -60,6 +60,7 @@ import { MysqlRelay } from './relay.ts';
 import { MysqlThreads } from './kill.ts';
 import type { Masker } from '../../mask/masker.ts';
 import { serveControl } from './control.ts';
+import { verifyChangeUser } from './change-user.ts';
 import { UpstreamError, connectUpstream } from './upstream.ts';
 
 export interface MysqlGatewayContext {
@@ -171,8 +172,14 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
     );
     seq = 1;
     reader = new PacketReader(raw, HANDSHAKE_MAX);
+    // The client's packets continue the greeting's sequence: 1 (SSLRequest or login), then 2
+    // (the login after TLS). Anything else is refused, as the server does (1156).
+    const inOrder = (p: { seq: number }, want: number) => {
+      if (p.seq !== want) throw new ProtocolError(`packets out of order: got sequence id ${p.seq}, expected ${want}`, 1156, '08S01');
+    };
     let pkt = await reader.next(remaining(), authTimeout);
-    seq = (pkt.seq + 1) & 0xff;
+    inOrder(pkt, 1);
+    seq = 2;
     if (isSslRequest(pkt.payload)) {
       // The client starts TLS without waiting for an answer: what follows the SSLRequest is its
       // ClientHello and goes to the TLS layer (which takes the socket's buffered bytes first).
@@ -182,7 +189,8 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
       isTls = true;
       reader = new PacketReader(sock, HANDSHAKE_MAX);
       pkt = await reader.next(remaining(), authTimeout);
-      seq = (pkt.seq + 1) & 0xff;
+      inOrder(pkt, 2);
+      seq = 3;
     }
     if (!isTls && !ctx.allowPlaintext) {
       throw new ClientFatal(ER_SECURE_TRANSPORT_REQUIRED, 'HY000', 'this gateway accepts only TLS connections; connect with --ssl (ssl-mode=REQUIRED)');
@@ -218,12 +226,12 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
     });
 
     const masker = ctx.maskers?.get(conn.name);
-    const unmasked = !!masker && masker.isUnmasked(identity.groups);
-    const maskOn = !!masker && !unmasked;
-    let session: Session;
-    try {
-      session = await Session.open(ctx, {
-        identity,
+    /** Opens the recorded session of `who` on this connection (at login, and after COM_CHANGE_USER). */
+    const openSession = async (who: Identity, extra: Record<string, unknown> = {}) => {
+      const unmasked = !!masker && masker.isUnmasked(who.groups);
+      const maskOn = !!masker && !unmasked;
+      const s = await Session.open(ctx, {
+        identity: who,
         connection: conn.name,
         protocol: 'mysql',
         clientAddr: peer,
@@ -233,8 +241,18 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
           targetVersion: up.handshake.serverVersion.slice(0, 128),
           targetTls: up.tls,
           masking: maskOn ? 'on' : unmasked ? 'off: identity is in an unmasked group' : 'off',
+          ...extra,
         },
       });
+      // What the journal keeps of statements is masked too, for exempt identities as well: a literal
+      // secret in a WHERE clause must not reach the recording. The target gets it as sent.
+      if (masker) s.redact = (text) => masker.maskText(text);
+      return { session: s, mask: masker ? { masker, client: maskOn } : undefined };
+    };
+    let session: Session;
+    let mask: { masker: Masker; client: boolean } | undefined;
+    try {
+      ({ session, mask } = await openSession(identity));
     } catch (e) {
       up.socket.destroy();
       throw new ClientFatal(1105, 'HY000', `session refused: the gateway could not record it (${(e as Error).message})`);
@@ -256,23 +274,36 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
       capabilities: up.capabilities,
       server: mysqlServerFromVersion(up.handshake.serverVersion),
       status: up.status,
-      mask: masker ? { masker, client: maskOn } : undefined,
+      clientCapabilities: negotiated,
+      mask,
       threads,
+      changeUser: async (req) => {
+        const v = await verifyChangeUser(ctx, scramble, req, conn.name);
+        if (!v.ok) return v;
+        const next = await openSession(v.identity, { changedFrom: session.id });
+        const previous = session;
+        ctx.registry.delete(previous);
+        void previous.close(`the client changed user to ${v.identity.name}`);
+        session = next.session;
+        ctx.registry.add(session);
+        session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
+        entry.identityId = v.identity.id;
+        entry.sessionId = session.id;
+        return { ok: true, session, mask: next.mask };
+      },
     });
-    // What the journal keeps of statements is masked too, for exempt identities as well: a literal
-    // secret in a WHERE clause must not reach the recording. The target gets it as sent.
-    if (masker) session.redact = (text) => masker.maskText(text);
     ctx.registry.add(session);
     session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
-    threads.register({
+    const entry = {
       gatewayId: connectionId,
       targetThreadId: up.handshake.connectionId,
       identityId: identity.id,
       connection: conn,
       sessionId: session.id,
       charset: hr.charset,
-      end: (reason) => relay.kill(reason),
-    });
+      end: (reason: string) => relay.kill(reason),
+    };
+    threads.register(entry);
     relay.onEnd = (reason) => {
       threads.unregister(connectionId);
       ctx.registry.delete(session);

@@ -868,6 +868,33 @@ export function decodeComProcessKill(payload: Buffer): number {
   return v;
 }
 
+export interface ComChangeUser {
+  user: string;
+  authResponse: Buffer;
+  database: string;
+  charset: number | null;
+  /** the auth plugin the response was made with; null when the client did not say */
+  authPlugin: string | null;
+}
+
+/**
+ * COM_CHANGE_USER: user, the auth response (made with the connection's scramble), database,
+ * then optionally charset, plugin name and connect attributes (ignored). Bounded like the login.
+ */
+export function decodeComChangeUser(payload: Buffer, capabilities: number): ComChangeUser {
+  const r = commandReader(payload, COM_CHANGE_USER);
+  const user = r.cstring(MAX_USER_BYTES, 'user');
+  let authResponse: Buffer;
+  if (capabilities & CLIENT_SECURE_CONNECTION) authResponse = r.bytes(r.u8());
+  else authResponse = r.nulBytes(MAX_AUTH_RESPONSE_BYTES, 'auth response');
+  const database = r.cstring(MAX_DATABASE_BYTES, 'database');
+  let charset: number | null = null;
+  let authPlugin: string | null = null;
+  if (r.left >= 2) charset = r.u16();
+  if (r.left > 0 && capabilities & CLIENT_PLUGIN_AUTH) authPlugin = r.cstring(MAX_PLUGIN_NAME_BYTES, 'auth plugin');
+  return { user, authResponse, database, charset, authPlugin };
+}
+
 /** COM_STMT_CLOSE / COM_STMT_RESET: just the statement id. */
 export function decodeStmtId(payload: Buffer): number {
   if (payload.length === 0 || (payload[0] !== COM_STMT_CLOSE && payload[0] !== COM_STMT_RESET)) {

@@ -39,6 +39,9 @@ import {
   SERVER_STATUS_NO_BACKSLASH_ESCAPES,
   decodeComInitDb,
   decodeComProcessKill,
+  decodeComChangeUser,
+  encodeCommand,
+  type ComChangeUser,
   decodeComQuery,
   decodeStmtExecute,
   decodeStmtFetch,
@@ -61,10 +64,14 @@ export interface MysqlRelayOptions {
   server?: MysqlServer;
   /** status flags of the login OK */
   status: number;
+  /** the capabilities the client negotiated with the gateway (how its packets are laid out) */
+  clientCapabilities?: number;
   /** masking of results and errors (see ResponseOptions.mask) */
   mask?: ResponseOptions['mask'];
   /** live sessions, for KILL (never forwarded as sent; see kill.ts) */
   threads?: MysqlThreads;
+  /** re-authenticates a COM_CHANGE_USER and opens the new identity's session (change-user.ts) */
+  changeUser?: (req: ComChangeUser) => Promise<{ ok: true; session: Session; mask: ResponseOptions['mask'] } | { ok: false; code: number; sqlState: string; message: string }>;
 }
 
 const ER_SPECIFIC_ACCESS_DENIED_ERROR = 1227;
@@ -165,7 +172,8 @@ export class MysqlRelay {
   onEnd: ((reason: string) => void) | null = null;
 
   constructor(
-    private readonly session: Session,
+    /** replaced when the client changes user (COM_CHANGE_USER) */
+    private session: Session,
     private readonly client: Duplex,
     private readonly server: Duplex,
     private readonly opts: MysqlRelayOptions,
@@ -426,8 +434,7 @@ export class MysqlRelay {
         this.end('client quit');
         return;
       case COM_CHANGE_USER:
-        this.replyErr(errSeq, ER_NOT_SUPPORTED_YET, '42000', 'COM_CHANGE_USER is not supported through the gateway: reconnect as another key');
-        return;
+        return this.changeUser(q, errSeq);
       default:
         this.replyErr(errSeq, ER_UNKNOWN_COM_ERROR, '08S01', `command not supported by the gateway yet: ${COMMAND_NAMES[cmd] ?? `0x${cmd.toString(16)}`}`);
         return;
@@ -490,6 +497,26 @@ export class MysqlRelay {
       this.statements.endCursor(st, 'cursor closed by a new execute');
     }
     this.forward(q, { kind: 'execute', exec, statement: st });
+  }
+
+  /**
+   * COM_CHANGE_USER: only with a valid key for the new user (change-user.ts). The target's
+   * session is reset (COM_RESET_CONNECTION, as a change of user resets it) and its OK is the
+   * client's answer; from then on commands are recorded in the new identity's session.
+   */
+  private async changeUser(q: Queued, errSeq: number): Promise<void> {
+    const r = this.opts.changeUser ? await this.opts.changeUser(decodeComChangeUser(q.payload, this.opts.clientCapabilities ?? this.opts.capabilities)) : null;
+    if (!r || !r.ok) {
+      const e = r ?? { code: ER_NOT_SUPPORTED_YET, sqlState: '42000', message: 'COM_CHANGE_USER is not supported on this connection: reconnect as another key' };
+      this.replyErr(errSeq, e.code, e.sqlState, e.message);
+      this.end('change of user refused');
+      return;
+    }
+    this.session = r.session;
+    this.tracker.useMask(r.mask);
+    this.statements.clear('dropped by COM_CHANGE_USER');
+    if (this.ended) return;
+    this.forward({ payload: encodeCommand(COM_RESET_CONNECTION), lastSeq: 0 }, { kind: 'simple' });
   }
 
   /** KILL, carried out by the gateway on the caller's own session (kill.ts); the reply is the gateway's. */

@@ -136,6 +136,11 @@ export class ResponseTracker implements ServerStreamHandler {
     private readonly hooks: ResponseHooks,
   ) {}
 
+  /** Masking changes with the identity (COM_CHANGE_USER): an unmasked group may come or go. */
+  useMask(mask: ResponseOptions['mask']): void {
+    this.opts.mask = mask;
+  }
+
   get busy(): boolean {
     return this.current !== null;
   }

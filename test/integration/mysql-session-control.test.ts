@@ -1,4 +1,4 @@
-// KILL through the gateway: by the gateway's connection id, from another session of the same
+// KILL and COM_CHANGE_USER through the gateway. KILL: by the gateway's connection id, from another session of the same
 // identity or from a session without a database (the CLI's Ctrl-C), never across identities,
 // and never forwarded as it is (a raw KILL could end another identity's target thread).
 import { test, before, after } from 'node:test';
@@ -179,4 +179,40 @@ test('mariadb CLI: Ctrl-C interrupts a running query through the gateway (tmux)'
   // The session goes on.
   typeLine('SELECT 40+2 AS answer;');
   assert.ok(await waitFor(/\|\s+42\s+\|/, 5000), `session did not go on:\n${screen()}`);
+});
+
+test('COM_CHANGE_USER: a valid key switches the identity (new recorded session, target session reset); a wrong key is refused and the connection closes', async (t) => {
+  if (!gw) return t.skip(skipped ?? 'no mariadb');
+  const c = await connect('killer-a', keyA, 'maria');
+  t.after(() => c.end().catch(() => {}));
+  await c.query('SET @marker = 42');
+  await c.changeUser({ user: 'killer-b', password: keyB, database: 'maria' });
+  const [rows] = (await c.query("SELECT @marker AS m, 'after change' AS tag")) as unknown as [{ m: unknown; tag: string }[]];
+  assert.deepEqual(rows, [{ m: null, tag: 'after change' }], 'the target session was reset');
+
+  // The statement after the change is recorded in a session of killer-b, which names the one before.
+  let found: { open: any; identity: string } | undefined;
+  for (let i = 0; i < 30 && !found; i++) {
+    const list = JSON.parse((await gw.cli(['sessions', 'list', '--json'])).stdout) as { id: string; identity_name?: string; identity?: string }[];
+    for (const s of list) {
+      const show = JSON.parse((await gw.cli(['sessions', 'show', s.id, '--json'])).stdout) as { session?: any; events: { type: string; data: any }[] };
+      if (show.events.some((e) => e.type === 'command' && e.data.text === "SELECT @marker AS m, 'after change' AS tag")) {
+        found = { open: show.events.find((e) => e.type === 'session.open')!.data, identity: JSON.stringify(show.session ?? s) };
+      }
+    }
+    if (!found) await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(found, 'the statement after the change is recorded');
+  assert.match(found.identity, /killer-b/);
+  assert.ok(found.open.changedFrom, 'the new session names the one it replaced');
+
+  // A wrong key: refused with 1045, and the connection is closed.
+  const d = await connect('killer-a', keyA, 'maria');
+  t.after(() => d.end().catch(() => {}));
+  await assert.rejects(d.changeUser({ user: 'killer-b', password: 'not-the-key', database: 'maria' }), (e: { errno?: number; code?: string }) => e.errno === 1045 || e.code === 'PROTOCOL_CONNECTION_LOST');
+  await assert.rejects(d.query('SELECT 1'));
+  // Another Gatehouse connection cannot be reached this way.
+  const e2 = await connect('killer-a', keyA, 'maria');
+  t.after(() => e2.end().catch(() => {}));
+  await assert.rejects(e2.changeUser({ user: 'killer-b', password: keyB, database: 'elsewhere' }), (e: { errno?: number; message?: string }) => e.errno === 1044 && /reconnect/.test(e.message ?? ''));
 });
