@@ -20,6 +20,8 @@
  *   BENCH_ROWS      rows of the streaming test (default 5000000; 0 skips it)
  *   BENCH_CPU_PROF  a directory: run the gateway under `node --cpu-prof` and print its
  *                   hottest functions at the end (the .cpuprofile stays there for DevTools)
+ *   BENCH_MYSQL     "1" (default): afterwards, the MySQL benchmark (bench/mysql.ts, sysbench);
+ *                   "0": skip it; "only": only the MySQL benchmark
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -29,12 +31,14 @@ import pg from 'pg';
 import { connectionConfig, findBinary, startPostgres, type PgServer } from '../test/helpers/postgres.ts';
 import { startPgbouncer, type Pgbouncer } from '../test/helpers/pgbouncer.ts';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
+import { mysqlBench } from './mysql.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,8').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
 const SCALE = Number(process.env.BENCH_SCALE ?? 10);
 const ROWS = Number(process.env.BENCH_ROWS ?? 5_000_000);
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
+const MYSQL = process.env.BENCH_MYSQL ?? '1';
 
 interface Target {
   name: string;
@@ -340,6 +344,10 @@ function summarizeProfile(file: string, top = 30): string {
 let gwPidForProfile = 0;
 
 async function main(): Promise<void> {
+  if (MYSQL === 'only') {
+    await mysqlBench();
+    return;
+  }
   for (const b of ['initdb', 'postgres', 'psql', 'pgbench', 'pgbouncer']) need(b);
   const started = Date.now();
   const versions = (await run(need('pgbench'), ['--version'])).stdout.trim();
@@ -545,6 +553,8 @@ async function main(): Promise<void> {
       console.log(summarizeProfile(newest.f));
     } else console.log(`\nno CPU profile found in ${CPU_PROF}`);
   }
+  // After the PostgreSQL part has stopped everything it started, so the two do not compete.
+  if (MYSQL !== '0') await mysqlBench();
 }
 
 main().then(

@@ -17,6 +17,7 @@ let gw: GatewayUnderTest | null = null;
 let skipped: string | null = null;
 let keyA = '';
 let keyB = '';
+let keyC = '';
 
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
@@ -25,11 +26,12 @@ before(async () => {
   gw = await startGateway({
     mysql: true,
     extra: {
-      connections: [{ name: 'maria', type: 'mysql', host: maria.host, port: maria.port, database: 'test', user: 'root', password: maria.password, tls: 'disable' }],
+      connections: ['maria', 'maria2'].map((name) => ({ name, type: 'mysql', host: maria!.host, port: maria!.port, database: 'test', user: 'root', password: maria!.password, tls: 'disable' })),
     },
   });
   keyA = await gw.createKey('killer-a', { connections: 'maria' });
   keyB = await gw.createKey('killer-b', { connections: 'maria' });
+  keyC = await gw.createKey('two-conns', { connections: 'maria,maria2' });
 });
 
 after(async () => {
@@ -110,17 +112,28 @@ test('KILL of another identity’s session is refused (1095); an unknown id is 1
   assert.deepEqual(rows, [{ one: 1 }]);
 });
 
-test('a login without a database serves KILL (the CLI’s Ctrl-C path) and says what else to do', async (t) => {
+test('a login without a database serves KILL (the CLI’s Ctrl-C path), then becomes a session on USE or on the only connection', async (t) => {
   if (!gw) return t.skip(skipped ?? 'no mariadb');
   const victim = await connect('killer-a', keyA, 'maria');
   const control = await connect('killer-a', keyA);
   t.after(() => Promise.all([victim.end().catch(() => {}), control.end().catch(() => {})]));
-  await assert.rejects(control.query('SELECT 1'), (e: { errno?: number; message: string }) => e.errno === 1046 && /yours: maria/.test(e.message));
   await control.ping();
   const running = longQuery(victim);
   await new Promise((r) => setTimeout(r, 500));
   await control.query(`KILL QUERY ${victim.threadId}`);
   assert.ok(interrupted(await running));
+  // With one connection granted, a statement needing a target goes to it (mariadb-dump does this).
+  const [[one]] = (await control.query('SELECT DATABASE() AS db')) as unknown as [[{ db: string }]];
+  assert.equal(one.db, 'test');
+
+  // With two, the client must choose: 1046 names them; USE picks one.
+  const two = await connect('two-conns', keyC);
+  t.after(() => two.end().catch(() => {}));
+  await assert.rejects(two.query('SELECT 1'), (e: { errno?: number; message: string }) => e.errno === 1046 && /yours: maria, maria2/.test(e.message));
+  await assert.rejects(two.query('USE nowhere'), (e: { errno?: number }) => e.errno === 1049);
+  await two.query('USE maria2');
+  const [[db]] = (await two.query('SELECT DATABASE() AS db')) as unknown as [[{ db: string }]];
+  assert.equal(db.db, 'test');
 
   // Recorded: a command in a session on the victim's connection, attributed to the caller, with its result.
   let found: { data: any } | undefined;

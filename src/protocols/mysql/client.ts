@@ -206,110 +206,144 @@ export async function handleClient(raw: net.Socket, ctx: MysqlGatewayContext): P
 
     const st = standing(identity);
     if (!st.ok) throw new ClientFatal(ER_ACCESS_DENIED_ERROR, '28000', `Access denied for user '${user}': ${st.message}${st.reason === 'expired' ? '; ask an operator for a new key' : ''}`);
+    /**
+     * Reaches the target of Gatehouse connection `database` for this identity and opens the
+     * recorded session; the relay starts with start(). At login, and when a control session
+     * (no database) selects one with USE, as mariadb-dump does.
+     */
+    const establish = async (database: string) => {
+      const conn = ctx.connections.get(database);
+      if (!conn) throw new ClientFatal(ER_BAD_DB_ERROR, '42000', `Unknown database '${database}': the database name selects a Gatehouse MySQL connection; yours: ${identity.connections.join(', ') || 'none'}`);
+      const denial = ctx.guard.authorizeConnection(identity, conn.name);
+      if (denial) throw new ClientFatal(ER_DBACCESS_DENIED_ERROR, '42000', `Access denied for user '${user}' to database '${database}': ${denial.reason}; hint: ${denial.hint}`);
+
+      const up = await connectUpstream(conn, { passCapabilities: negotiated & PASS_CAPABILITIES, charset: hr.charset }).catch((e) => {
+        if (e instanceof UpstreamError) throw new ClientFatal(2003, 'HY000', `connection "${conn.name}": ${e.message}`);
+        throw e;
+      });
+
+      const masker = ctx.maskers?.get(conn.name);
+      /** Opens the recorded session of `who` on this connection (at login, and after COM_CHANGE_USER). */
+      const openSession = async (who: Identity, extra: Record<string, unknown> = {}) => {
+        const unmasked = !!masker && masker.isUnmasked(who.groups);
+        const maskOn = !!masker && !unmasked;
+        const s = await Session.open(ctx, {
+          identity: who,
+          connection: conn.name,
+          protocol: 'mysql',
+          clientAddr: peer,
+          meta: {
+            tls: isTls,
+            application: hr.attrs?.program_name?.slice(0, 128) ?? null,
+            targetVersion: up.handshake.serverVersion.slice(0, 128),
+            targetTls: up.tls,
+            masking: maskOn ? 'on' : unmasked ? 'off: identity is in an unmasked group' : 'off',
+            ...extra,
+          },
+        });
+        // What the journal keeps of statements is masked too, for exempt identities as well: a literal
+        // secret in a WHERE clause must not reach the recording. The target gets it as sent.
+        if (masker) s.redact = (text) => masker.maskText(text);
+        return { session: s, mask: masker ? { masker, client: maskOn } : undefined };
+      };
+      let session: Session;
+      let mask: { masker: Masker; client: boolean } | undefined;
+      try {
+        ({ session, mask } = await openSession(identity));
+      } catch (e) {
+        up.socket.destroy();
+        throw new ClientFatal(1105, 'HY000', `session refused: the gateway could not record it (${(e as Error).message})`);
+      }
+
+      const relay = new MysqlRelay(session, sock, up.socket, {
+        maxMessageBytes: ctx.limits.maxMessageBytes,
+        sampleRows: ctx.limits.sampleRows,
+        maxValueBytes: ctx.limits.maxValueBytes,
+        deprecateEof: hasCap(negotiated, CLIENT_DEPRECATE_EOF),
+        capabilities: up.capabilities,
+        server: mysqlServerFromVersion(up.handshake.serverVersion),
+        status: up.status,
+        clientCapabilities: negotiated,
+        mask,
+        threads,
+        changeUser: async (req) => {
+          const v = await verifyChangeUser(ctx, scramble, req, conn.name);
+          if (!v.ok) return v;
+          const next = await openSession(v.identity, { changedFrom: session.id });
+          const previous = session;
+          ctx.registry.delete(previous);
+          void previous.close(`the client changed user to ${v.identity.name}`);
+          session = next.session;
+          ctx.registry.add(session);
+          session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
+          entry.identityId = v.identity.id;
+          entry.sessionId = session.id;
+          return { ok: true, session, mask: next.mask };
+        },
+      });
+      ctx.registry.add(session);
+      session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
+      const entry = {
+        gatewayId: connectionId,
+        targetThreadId: up.handshake.connectionId,
+        identityId: identity.id,
+        connection: conn,
+        sessionId: session.id,
+        charset: hr.charset,
+        end: (reason: string) => relay.kill(reason),
+      };
+      threads.register(entry);
+      relay.onEnd = (reason) => {
+        threads.unregister(connectionId);
+        ctx.registry.delete(session);
+        void session.close(reason);
+      };
+      return {
+        status: up.status,
+        start: (early: Buffer[]) => relay.start(up.leftover, early),
+        abort: (reason: string) => {
+          up.socket.destroy();
+          threads.unregister(connectionId);
+          ctx.registry.delete(session);
+          void session.close(reason);
+        },
+      };
+    };
     if (!database) {
-      // No connection chosen: a control session, which serves KILL (the CLI's Ctrl-C path).
+      // No connection chosen: a control session. It serves KILL (the CLI's Ctrl-C path) and
+      // becomes a full session when the client selects a connection (USE / COM_INIT_DB).
       if (!reader.empty) throw new ProtocolError('unexpected data during authentication', 1835, '08S01');
       const early = reader.detach();
       clearTimeout(hardStop);
       send(encodeOk({ status: SERVER_STATUS_AUTOCOMMIT }));
-      serveControl(sock, early, { deps: ctx, threads, identity, peer, status: SERVER_STATUS_AUTOCOMMIT, log: ctx.log });
-      return;
-    }
-    const conn = ctx.connections.get(database);
-    if (!conn) throw new ClientFatal(ER_BAD_DB_ERROR, '42000', `Unknown database '${database}': the database name selects a Gatehouse MySQL connection; yours: ${identity.connections.join(', ') || 'none'}`);
-    const denial = ctx.guard.authorizeConnection(identity, conn.name);
-    if (denial) throw new ClientFatal(ER_DBACCESS_DENIED_ERROR, '42000', `Access denied for user '${user}' to database '${database}': ${denial.reason}; hint: ${denial.hint}`);
-
-    const up = await connectUpstream(conn, { passCapabilities: negotiated & PASS_CAPABILITIES, charset: hr.charset }).catch((e) => {
-      if (e instanceof UpstreamError) throw new ClientFatal(2003, 'HY000', `connection "${conn.name}": ${e.message}`);
-      throw e;
-    });
-
-    const masker = ctx.maskers?.get(conn.name);
-    /** Opens the recorded session of `who` on this connection (at login, and after COM_CHANGE_USER). */
-    const openSession = async (who: Identity, extra: Record<string, unknown> = {}) => {
-      const unmasked = !!masker && masker.isUnmasked(who.groups);
-      const maskOn = !!masker && !unmasked;
-      const s = await Session.open(ctx, {
-        identity: who,
-        connection: conn.name,
-        protocol: 'mysql',
-        clientAddr: peer,
-        meta: {
-          tls: isTls,
-          application: hr.attrs?.program_name?.slice(0, 128) ?? null,
-          targetVersion: up.handshake.serverVersion.slice(0, 128),
-          targetTls: up.tls,
-          masking: maskOn ? 'on' : unmasked ? 'off: identity is in an unmasked group' : 'off',
-          ...extra,
+      serveControl(sock, early, {
+        deps: ctx,
+        threads,
+        identity,
+        peer,
+        status: SERVER_STATUS_AUTOCOMMIT,
+        log: ctx.log,
+        usable: [...ctx.connections.keys()].filter((n) => !ctx.guard.authorizeConnection(identity, n)),
+        useConnection: async (name) => {
+          try {
+            return { ok: true, ...(await establish(name)) };
+          } catch (e) {
+            if (e instanceof ClientFatal) return { ok: false, code: e.code, sqlState: e.sqlState, message: e.message };
+            throw e;
+          }
         },
       });
-      // What the journal keeps of statements is masked too, for exempt identities as well: a literal
-      // secret in a WHERE clause must not reach the recording. The target gets it as sent.
-      if (masker) s.redact = (text) => masker.maskText(text);
-      return { session: s, mask: masker ? { masker, client: maskOn } : undefined };
-    };
-    let session: Session;
-    let mask: { masker: Masker; client: boolean } | undefined;
-    try {
-      ({ session, mask } = await openSession(identity));
-    } catch (e) {
-      up.socket.destroy();
-      throw new ClientFatal(1105, 'HY000', `session refused: the gateway could not record it (${(e as Error).message})`);
+      return;
     }
+    const established = await establish(database);
     if (!reader.empty) {
-      up.socket.destroy();
-      void session.close('protocol error');
+      established.abort('protocol error');
       throw new ProtocolError('unexpected data during authentication', 1835, '08S01');
     }
     const early = reader.detach();
     clearTimeout(hardStop);
-    send(encodeOk({ status: up.status }));
-
-    const relay = new MysqlRelay(session, sock, up.socket, {
-      maxMessageBytes: ctx.limits.maxMessageBytes,
-      sampleRows: ctx.limits.sampleRows,
-      maxValueBytes: ctx.limits.maxValueBytes,
-      deprecateEof: hasCap(negotiated, CLIENT_DEPRECATE_EOF),
-      capabilities: up.capabilities,
-      server: mysqlServerFromVersion(up.handshake.serverVersion),
-      status: up.status,
-      clientCapabilities: negotiated,
-      mask,
-      threads,
-      changeUser: async (req) => {
-        const v = await verifyChangeUser(ctx, scramble, req, conn.name);
-        if (!v.ok) return v;
-        const next = await openSession(v.identity, { changedFrom: session.id });
-        const previous = session;
-        ctx.registry.delete(previous);
-        void previous.close(`the client changed user to ${v.identity.name}`);
-        session = next.session;
-        ctx.registry.add(session);
-        session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
-        entry.identityId = v.identity.id;
-        entry.sessionId = session.id;
-        return { ok: true, session, mask: next.mask };
-      },
-    });
-    ctx.registry.add(session);
-    session.onKill = (reason) => relay.kill(`${reason}; session closed by the gateway`);
-    const entry = {
-      gatewayId: connectionId,
-      targetThreadId: up.handshake.connectionId,
-      identityId: identity.id,
-      connection: conn,
-      sessionId: session.id,
-      charset: hr.charset,
-      end: (reason: string) => relay.kill(reason),
-    };
-    threads.register(entry);
-    relay.onEnd = (reason) => {
-      threads.unregister(connectionId);
-      ctx.registry.delete(session);
-      void session.close(reason);
-    };
-    relay.start(up.leftover, early);
+    send(encodeOk({ status: established.status }));
+    established.start(early);
   } catch (e) {
     clearTimeout(hardStop);
     try {

@@ -4,8 +4,9 @@
 // The mysql/mariadb CLI makes exactly such a login when the user presses Ctrl-C: it connects
 // with no database and sends `KILL QUERY <id>`. Refusing the login would make Ctrl-C print
 // "cannot connect to server to kill query" and leave the query running. So an authenticated
-// login without a database gets a control session: it serves KILL (and PING, QUIT), and answers
-// anything else with "No database selected" and a hint.
+// login without a database gets a control session: it serves KILL (and PING, QUIT), becomes a
+// full session when the client selects a connection (USE, COM_INIT_DB: mariadb-dump does this),
+// and answers anything else with "No database selected" and a hint.
 import type { Duplex } from 'node:stream';
 import type { Identity } from '../../identity/keys.ts';
 import type { Classification } from '../../guard/classification.ts';
@@ -13,7 +14,7 @@ import { classifyMysql } from '../../guard/classify-mysql.ts';
 import { Session, type Execution, type SessionDeps } from '../../session/session.ts';
 import { PacketScanner, ProtocolError, encodePacket } from './codec.ts';
 import { KILL_FORMS_HINT, ER_NOT_SUPPORTED_YET, parseKill, type MysqlThreads } from './kill.ts';
-import { COM_PING, COM_QUERY, COM_QUIT, decodeComQuery, encodeErr, encodeOk } from './packets.ts';
+import { COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT, decodeComInitDb, decodeComQuery, encodeErr, encodeOk } from './packets.ts';
 import { denialMessage } from './relay.ts';
 
 const ER_NO_DB_ERROR = 1046;
@@ -66,12 +67,26 @@ export interface ControlContext {
   peer: string;
   status: number;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** the MySQL connections this identity may use */
+  usable?: string[];
+  /** Selects a Gatehouse connection: the control session becomes a full one (client.ts establish). */
+  useConnection?: (name: string) => Promise<{ ok: true; status: number; start: (early: Buffer[]) => void } | { ok: false; code: number; sqlState: string; message: string }>;
+}
+
+/** The connection a `USE name` statement selects, or null when the text is something else. */
+export function useTarget(text: string): string | null {
+  const m = /^\s*USE\s+(?:`((?:[^`]|``){1,256})`|([A-Za-z0-9_$-]{1,256}))\s*;?\s*$/i.exec(text);
+  if (!m) return null;
+  return m[1] !== undefined ? m[1].replace(/``/g, '`') : m[2]!;
 }
 
 /** Serves a logged-in client that chose no database, until it quits or idles out. */
 export function serveControl(sock: Duplex, early: Buffer[], ctx: ControlContext): void {
   let busy = Promise.resolve();
   let ended = false;
+  /** while a connection is being selected, later packets wait here, framed as they came */
+  let held: Buffer[] | null = null;
+  let handedOver = false;
   const end = () => {
     if (ended) return;
     ended = true;
@@ -86,6 +101,10 @@ export function serveControl(sock: Duplex, early: Buffer[], ctx: ControlContext)
   const scanner = new PacketScanner((seq, payload, firstSeq) => {
     if (firstSeq !== 0) throw new ProtocolError(`packets out of order: a command must start at sequence id 0, got ${firstSeq}`, 1156, '08S01');
     const p = Buffer.from(payload);
+    if (held) {
+      held.push(encodePacket(firstSeq, p));
+      return;
+    }
     busy = busy.then(() => command(seq, p)).catch((e: Error) => {
       ctx.log('mysql control session failed', { peer: ctx.peer, error: e.message });
       reply(seq, encodeErr({ code: 1105, sqlState: 'HY000', message: 'the gateway could not carry out the command; see its log' }));
@@ -98,13 +117,49 @@ export function serveControl(sock: Duplex, early: Buffer[], ctx: ControlContext)
     const cmd = p[0];
     if (cmd === COM_QUIT) return end();
     if (cmd === COM_PING) return reply(seq, encodeOk({ status: ctx.status }));
+    const target = cmd === COM_INIT_DB ? decodeComInitDb(p) : cmd === COM_QUERY ? useTarget(decodeComQuery(p)) : null;
+    if (target !== null && ctx.useConnection) return select(seq, target);
     if (cmd === COM_QUERY) {
       const text = decodeComQuery(p);
       const c = classifyMysql(text);
       if (involvesKill(c)) return reply(seq, await killFromControl(text, c));
     }
-    const yours = ctx.identity.connections.join(', ') || 'none';
-    reply(seq, encodeErr({ code: ER_NO_DB_ERROR, sqlState: '3D000', message: `No database selected: the database name selects a Gatehouse connection (yours: ${yours}); reconnect with one. Without one, only KILL is served.` }));
+    // Anything else needs a target. With exactly one MySQL connection to choose from, that is
+    // the one (mariadb-dump sets its session up before it selects the database); otherwise the
+    // client must say which.
+    const usable = ctx.usable ?? [];
+    if (usable.length === 1 && ctx.useConnection) return select(seq, usable[0]!, p);
+    const yours = usable.join(', ') || 'none';
+    reply(seq, encodeErr({ code: ER_NO_DB_ERROR, sqlState: '3D000', message: `No database selected: the database name selects a Gatehouse connection (yours: ${yours}); reconnect with one, or USE one. Without one, only KILL is served.` }));
+  };
+
+  /**
+   * `USE conn` / COM_INIT_DB: the client picks its connection after login (mariadb-dump logs in
+   * without a database, then selects one). On success the socket is handed to a full session;
+   * packets that arrived meanwhile go with it.
+   */
+  const select = async (seq: number, name: string, pending?: Buffer): Promise<void> => {
+    held = [];
+    const r = await ctx.useConnection!(name);
+    if (!r.ok || ended) {
+      const waiting = held;
+      held = null;
+      reply(seq, encodeErr({ code: r.ok ? 1105 : r.code, sqlState: r.ok ? 'HY000' : r.sqlState, message: r.ok ? 'connection closed' : r.message }));
+      // What arrived meanwhile is served here after all, in order.
+      for (const b of waiting) scanner.push(b);
+      return;
+    }
+    handedOver = true;
+    clearTimeout(idle);
+    sock.off('data', onData);
+    sock.off('close', end);
+    sock.off('error', end);
+    sock.pause();
+    // A USE is answered here; a command that needed a target goes on to it, as sent.
+    const early = pending ? [encodePacket(0, pending), ...held] : held;
+    if (!pending) sock.write(encodePacket((seq + 1) & 0xff, encodeOk({ status: r.status })));
+    held = null;
+    r.start(early);
   };
 
   /** The kill is recorded in a session on the victim's connection, attributed to the caller. */
@@ -124,8 +179,8 @@ export function serveControl(sock: Duplex, early: Buffer[], ctx: ControlContext)
     }
   };
 
-  sock.on('data', (chunk: Buffer) => {
-    if (ended) return;
+  const onData = (chunk: Buffer) => {
+    if (ended || handedOver) return;
     try {
       scanner.push(chunk);
     } catch (e) {
@@ -133,9 +188,10 @@ export function serveControl(sock: Duplex, early: Buffer[], ctx: ControlContext)
       reply(0, encodeErr({ code: pe.code, sqlState: pe.sqlState, message: pe.message }));
       end();
     }
-  });
+  };
+  sock.on('data', onData);
   sock.on('close', end);
   sock.on('error', end);
-  for (const b of early) sock.emit('data', b);
+  for (const b of early) onData(b);
   sock.resume();
 }
