@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import mysql from 'mysql2/promise';
-import { startMariadb, skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 
 let maria: MariaServer | null = null;
@@ -29,7 +30,7 @@ const S = {
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
   if (skipUnlessMariadb(probe)) return;
-  maria = await startMariadb({});
+  maria = await startMariadbBounded({});
   const admin = await mysql.createConnection({ host: maria.host, port: maria.port, user: 'root', password: maria.password, database: 'test', multipleStatements: true });
   await admin.query(`
     CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(64), email VARCHAR(128) UNIQUE, password VARCHAR(128),

@@ -8,7 +8,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Readable } from 'node:stream';
 import mysql from 'mysql2/promise';
-import { startMariadb, skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { encodePacket } from '../../src/protocols/mysql/codec.ts';
 import { PacketReader } from '../../src/protocols/mysql/io.ts';
@@ -24,7 +25,7 @@ before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
   if (skipUnlessMariadb(probe)) return;
   // 64 MB packets, for the 20 MB BLOB test (the default is 16 MB).
-  maria = await startMariadb({ serverArgs: ['--max-allowed-packet=64M'] });
+  maria = await startMariadbBounded({ serverArgs: ['--max-allowed-packet=64M'] });
   gw = await startGateway({
     mysql: true,
     extra: {

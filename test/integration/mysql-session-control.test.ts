@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
-import { startMariadb, skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { findBinary } from '../helpers/postgres.ts';
 
@@ -22,7 +23,7 @@ let keyC = '';
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
   if (skipUnlessMariadb(probe)) return;
-  maria = await startMariadb({});
+  maria = await startMariadbBounded({});
   gw = await startGateway({
     mysql: true,
     extra: {

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import mysql from 'mysql2/promise';
-import { startMariadb, skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 
 let maria: MariaServer | null = null;
@@ -16,11 +17,9 @@ let skipped: string | null = null;
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
   if (skipUnlessMariadb(probe)) return;
-  // One after the other, each bounded: a start that stalls (seen once in ~20 runs under a loaded
-  // CI box) is retried instead of hanging the suite; a stalled server is killed at exit by the
-  // helper's emergency cleanup.
-  maria = await startBounded({});
-  mariaTls = await startBounded({ ssl: true });
+  // One after the other, each bounded and retried (see startMariadbBounded).
+  maria = await startMariadbBounded({});
+  mariaTls = await startMariadbBounded({ ssl: true });
   gw = await startGateway({
     mysql: true,
     extra: {
@@ -34,27 +33,6 @@ before(async () => {
     },
   });
 });
-
-async function startBounded(opts: { ssl?: boolean }): Promise<MariaServer> {
-  let last: unknown;
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        startMariadb(opts),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`MariaDB${opts.ssl ? ' (TLS)' : ''} did not start within 90 s (attempt ${attempt})`)), 90_000);
-          timer.unref();
-        }),
-      ]);
-    } catch (e) {
-      last = e;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-  throw last;
-}
 
 after(async () => {
   await gw?.stop();
