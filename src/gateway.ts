@@ -25,7 +25,9 @@ export interface Gateway {
   signer: Signer;
   registry: SessionRegistry;
   reviews: ReviewService;
-  ports: { postgres?: number; mysql?: number; api?: number };
+  ports: { postgres?: number; mysql?: number; ssh?: number; api?: number };
+  /** SHA256 fingerprint of the gateway's SSH host key, when listen.ssh is set */
+  sshHostKey?: string;
   close(): Promise<void>;
 }
 
@@ -123,6 +125,34 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       ports.mysql = l.port;
       closers.push(() => l.close());
     }
+    let sshHostKey: string | undefined;
+    if (config.listen.ssh) {
+      // Loaded only when used, like MySQL: ssh2 and the shell parser's WASM cost memory.
+      const { startSshListener } = await import('./protocols/ssh/listener.ts');
+      const { classifyShell } = await import('./guard/classify-shell.ts');
+      guard.registerClassifier('sh', (text) => classifyShell(text));
+      const [host, port] = splitHostPort(config.listen.ssh, 'listen.ssh');
+      const l = await startSshListener(
+        {
+          store,
+          journal,
+          guard,
+          registry,
+          reviews,
+          dataDir: config.dataDir,
+          connections: new Map(config.connections.filter((c) => c.type === 'ssh').map((c) => [c.name, c])),
+          maskers,
+          limits: { authTimeoutMs: limits.authTimeoutMs, maxValueBytes: limits.maxValueBytes },
+          log,
+        },
+        host,
+        port,
+        config.limits.maxClientConnections,
+      );
+      ports.ssh = l.port;
+      sshHostKey = l.hostKeyFingerprint;
+      closers.push(() => l.close());
+    }
     if (config.listen.api) {
       const [host, port] = splitHostPort(config.listen.api, 'listen.api');
       const api = await startApi({ store, journal, signer, registry, reviews }, host, port);
@@ -139,6 +169,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       registry,
       reviews,
       ports,
+      sshHostKey,
       async close() {
         if (closed) return;
         closed = true;

@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { createKey, listKeys, revokeKey, standing, type IdentityKind } from '../identity/keys.ts';
+import { addSshKey } from '../identity/ssh-keys.ts';
 import { parseDuration } from '../util/duration.ts';
 import { UsageError, type CliContext } from './main.ts';
 import { withStore } from './store.ts';
@@ -48,8 +50,23 @@ export async function keysCommand(ctx: CliContext): Promise<number> {
         else ctx.out(`revoked key "${id.name}"; its live sessions close within 5 s`);
         return 0;
       }
+      case 'add-ssh': {
+        if (!arg) throw new UsageError('keys add-ssh needs a key NAME: keys add-ssh NAME --pubkey FILE');
+        const file = v.pubkey as string | undefined;
+        if (!file) throw new UsageError('keys add-ssh needs --pubkey FILE (an SSH public key, e.g. ~/.ssh/id_ed25519.pub)');
+        let text: string;
+        try {
+          text = readFileSync(file, 'utf8');
+        } catch (e) {
+          throw new UsageError(`--pubkey: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+        }
+        const rec = await addSshKey(store.db, arg, text);
+        if (ctx.json) ctx.out(JSON.stringify(rec));
+        else ctx.out(`added SSH key ${rec.fingerprint} (${rec.algo}${rec.comment ? `, ${rec.comment}` : ''}) to "${rec.identityName}"; it logs in as this identity: ssh CONNECTION@gateway`);
+        return 0;
+      }
       default:
-        throw new UsageError(`unknown keys subcommand "${sub ?? ''}"; use create, list or revoke`);
+        throw new UsageError(`unknown keys subcommand "${sub ?? ''}"; use create, list, revoke or add-ssh`);
     }
   });
 }

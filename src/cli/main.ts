@@ -14,6 +14,7 @@ commands:
   keys create --name NAME [--kind agent|human] [--groups a,b] [--connections x,y] [--expires 30d]
   keys list                              list identities and their keys' state
   keys revoke NAME                       revoke a key; its live sessions close within 5 s
+  keys add-ssh NAME --pubkey FILE        let an SSH public key log in as this identity (SSH listener)
   sessions list [--limit N]              recent sessions
   sessions show ID                       a session's timeline: each statement, then its result
   sessions export ID --out FILE          an offline-verifiable bundle of one session

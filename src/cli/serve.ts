@@ -12,7 +12,7 @@ function log(msg: string, fields?: Record<string, unknown>): void {
 
 export async function serveCommand(ctx: CliContext): Promise<number> {
   const config = ctx.config;
-  if (!config.listen.postgres && !config.listen.mysql && !config.listen.api) throw new UsageError('nothing to listen on: set listen.postgres, listen.mysql or listen.api');
+  if (!config.listen.postgres && !config.listen.mysql && !config.listen.ssh && !config.listen.api) throw new UsageError('nothing to listen on: set listen.postgres, listen.mysql, listen.ssh or listen.api');
   let demo: DemoTarget | null = null;
   if (ctx.values.demo) {
     // Loaded only for --demo: importing PGlite costs every gateway ~25-45 MB of RSS.
@@ -32,7 +32,7 @@ export async function serveCommand(ctx: CliContext): Promise<number> {
     adminKey = created.key;
   }
   const pgPort = gw.ports.postgres;
-  ctx.out(`gatehouse listening: postgres 127.0.0.1:${pgPort ?? '-'}  mysql ${gw.ports.mysql ? `127.0.0.1:${gw.ports.mysql}` : '-'}  api http://${config.listen.api ?? '-'}  dataDir ${config.dataDir}`);
+  ctx.out(`gatehouse listening: postgres 127.0.0.1:${pgPort ?? '-'}  mysql ${gw.ports.mysql ? `127.0.0.1:${gw.ports.mysql}` : '-'}${gw.ports.ssh ? `  ssh 127.0.0.1:${gw.ports.ssh} (host key ${gw.sshHostKey})` : ''}  api http://${config.listen.api ?? '-'}  dataDir ${config.dataDir}`);
   if (ctx.values.demo) {
     if (adminKey) {
       ctx.out(`\nadmin key (shown once, stored only as a hash): ${adminKey}`);

@@ -45,7 +45,11 @@ export function parseConfig(raw: unknown, configDir: string): Config {
     if (seen.has(c.name)) throw new ConfigError(`${field}.name`, `duplicate connection name "${c.name}"`);
     seen.add(c.name);
     if (c.password !== undefined) c.password = resolveSecret(c.password, `${field}.password`, configDir);
-    if (c.ca !== undefined) c.ca = resolveSecret(c.ca, `${field}.ca`, configDir);
+    if ('ca' in c && c.ca !== undefined) c.ca = resolveSecret(c.ca, `${field}.ca`, configDir);
+    if (c.type === 'ssh') {
+      if (c.privateKey !== undefined) c.privateKey = resolveSecret(c.privateKey, `${field}.privateKey`, configDir);
+      if (c.passphrase !== undefined) c.passphrase = resolveSecret(c.passphrase, `${field}.passphrase`, configDir);
+    }
   });
   if (cfg.maskSecret) cfg.maskSecret = resolveSecret(cfg.maskSecret, 'maskSecret', configDir);
   if (cfg.notify) cfg.notify.secret = resolveSecret(cfg.notify.secret, 'notify.secret', configDir);

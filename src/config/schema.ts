@@ -42,6 +42,30 @@ export const mysqlConnection = z.strictObject({
   mask: maskConfigSchema.optional(),
 });
 
+/** `SHA256:` + unpadded base64, as `ssh-keygen -lf` and the OpenSSH client print it */
+const sshFingerprint = z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'expected a SHA256 fingerprint as `ssh-keygen -lf KEY.pub` prints it, e.g. SHA256:uN8…');
+
+export const sshConnection = z
+  .strictObject({
+    name,
+    type: z.literal('ssh'),
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).default(22),
+    user: z.string().min(1),
+    /** OpenSSH or PEM private key (usually file:PATH); or password */
+    privateKey: z.string().optional(),
+    /** passphrase of an encrypted privateKey */
+    passphrase: z.string().optional(),
+    password: z.string().optional(),
+    /** the target's host-key fingerprint; a different key refuses the session */
+    hostKey: sshFingerprint,
+    /** seconds to reach and log in to the target */
+    connectTimeoutSeconds: z.number().min(1).max(300).default(15),
+    /** masking of exec output to the client and in the journal (see docs/masking.md) */
+    mask: maskConfigSchema.optional(),
+  })
+  .refine((c) => c.privateKey !== undefined || c.password !== undefined, { message: 'set privateKey or password: the gateway logs in to the target with them', path: ['privateKey'] });
+
 export const configSchema = z.strictObject({
   dataDir: z.string().default('.gatehouse'),
   store: z
@@ -53,6 +77,7 @@ export const configSchema = z.strictObject({
       api: hostPort.optional(),
       postgres: hostPort.optional(),
       mysql: hostPort.optional(),
+      ssh: hostPort.optional(),
     })
     .default({ api: '127.0.0.1:18080', postgres: '127.0.0.1:15432' }),
   tls: z
@@ -101,11 +126,12 @@ export const configSchema = z.strictObject({
       secret: z.string().min(1),
     })
     .optional(),
-  connections: z.array(z.discriminatedUnion('type', [postgresConnection, mysqlConnection])).default([]),
+  connections: z.array(z.discriminatedUnion('type', [postgresConnection, mysqlConnection, sshConnection])).default([]),
 });
 
 export type RawConfig = z.input<typeof configSchema>;
 export type Config = Omit<z.output<typeof configSchema>, 'policy'> & { configDir: string; policy: Policy };
 export type PostgresConnection = z.output<typeof postgresConnection>;
 export type MysqlConnection = z.output<typeof mysqlConnection>;
-export type Connection = PostgresConnection | MysqlConnection;
+export type SshConnection = z.output<typeof sshConnection>;
+export type Connection = PostgresConnection | MysqlConnection | SshConnection;

@@ -42,7 +42,7 @@ export class Guard {
   }
 
   classify(command: Command, prepared?: PreparedStatements): Classification {
-    if (command.kind !== 'sql') return unknownClassification(`no classifier for ${command.kind} commands yet`);
+    if (command.kind !== 'sql' && command.kind !== 'shell') return unknownClassification(`no classifier for ${command.kind} commands yet`);
     const classify = this.classifiers.get(command.dialect ?? '');
     if (!classify) return unknownClassification(`no classifier for dialect ${command.dialect ?? 'unknown'}`);
     const c = classify(command.text);

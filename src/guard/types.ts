@@ -6,7 +6,8 @@ import type { ReviewTerms } from './policy.ts';
 export interface Command {
   kind: 'sql' | 'shell' | 'exec' | 'http' | 'tool';
   text: string;
-  dialect?: 'postgres' | 'mysql';
+  /** the classifier to use: a SQL dialect, or 'sh' for shell command lines (SSH exec) */
+  dialect?: 'postgres' | 'mysql' | 'sh';
   /** bound parameters, already bounded and rendered for the record */
   params?: unknown[];
   meta?: Record<string, unknown>;

@@ -96,6 +96,22 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('identities').addColumn('mysql_sha2', 'text').execute();
     },
   },
+  '0004_ssh_keys': {
+    // SSH public keys registered to identities (`gatehouse keys add-ssh`). Looked up by the
+    // fingerprint of the key a client offers; a key belongs to at most one identity.
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('ssh_keys')
+        .addColumn('fingerprint', 'text', (c) => c.primaryKey())
+        .addColumn('identity_id', 'text', (c) => c.notNull())
+        .addColumn('algo', 'text', (c) => c.notNull())
+        .addColumn('public_key', 'text', (c) => c.notNull())
+        .addColumn('comment', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('ssh_keys_identity').on('ssh_keys').column('identity_id').execute();
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

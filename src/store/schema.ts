@@ -76,8 +76,21 @@ export interface ReviewTable {
   decided_at: string | null;
 }
 
+/** An SSH public key that authenticates an identity (keys add-ssh). */
+export interface SshKeyTable {
+  /** SHA256:… of the key blob, as ssh-keygen -lf prints it */
+  fingerprint: string;
+  identity_id: string;
+  algo: string;
+  /** base64 of the public key blob (the middle field of an authorized_keys line) */
+  public_key: string;
+  comment: string | null;
+  created_at: string;
+}
+
 export interface DB {
   identities: IdentityTable;
+  ssh_keys: SshKeyTable;
   sessions: SessionTable;
   events: EventTable;
   checkpoints: CheckpointTable;
