@@ -22,6 +22,8 @@
  *                   hottest functions at the end (the .cpuprofile stays there for DevTools)
  *   BENCH_MYSQL     "1" (default): afterwards, the MySQL benchmark (bench/mysql.ts, sysbench);
  *                   "0": skip it; "only": only the MySQL benchmark
+ *   BENCH_SSH       "1" (default): then the SSH benchmark (bench/ssh.ts: cat throughput, concurrent
+ *                   execs); "0": skip it; "only": only the SSH benchmark
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -32,6 +34,7 @@ import { connectionConfig, findBinary, startPostgres, type PgServer } from '../t
 import { startPgbouncer, type Pgbouncer } from '../test/helpers/pgbouncer.ts';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { mysqlBench } from './mysql.ts';
+import { sshBench } from './ssh.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,8').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
@@ -39,6 +42,7 @@ const SCALE = Number(process.env.BENCH_SCALE ?? 10);
 const ROWS = Number(process.env.BENCH_ROWS ?? 5_000_000);
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
 const MYSQL = process.env.BENCH_MYSQL ?? '1';
+const SSH = process.env.BENCH_SSH ?? '1';
 
 interface Target {
   name: string;
@@ -344,6 +348,10 @@ function summarizeProfile(file: string, top = 30): string {
 let gwPidForProfile = 0;
 
 async function main(): Promise<void> {
+  if (SSH === 'only') {
+    await sshBench();
+    return;
+  }
   if (MYSQL === 'only') {
     await mysqlBench();
     return;
@@ -555,6 +563,7 @@ async function main(): Promise<void> {
   }
   // After the PostgreSQL part has stopped everything it started, so the two do not compete.
   if (MYSQL !== '0') await mysqlBench();
+  if (SSH !== '0') await sshBench();
 }
 
 main().then(

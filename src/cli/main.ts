@@ -18,6 +18,10 @@ commands:
   sessions list [--limit N]              recent sessions
   sessions show ID                       a session's timeline: each statement, then its result
   sessions export ID --out FILE          an offline-verifiable bundle of one session
+  sessions export ID --format asciicast [-o FILE]
+                                         an SSH shell's recording as an asciicast v2 .cast (stdout without -o)
+  sessions replay ID [--speed N] [--max-wait S]
+                                         play an SSH shell's recording in this terminal
   verify [--bundle FILE] [--pubkey FILE] check the journal (or a bundle); exit 0 when intact
   approvals list [--status pending]      held statements awaiting (or past) review
   approvals show ID                      a review: statement, requester, rule, approvals, expiry, preview
@@ -47,7 +51,10 @@ const options = {
   connections: { type: 'string' },
   expires: { type: 'string' },
   limit: { type: 'string' },
-  out: { type: 'string' },
+  out: { type: 'string', short: 'o' },
+  format: { type: 'string' },
+  speed: { type: 'string' },
+  'max-wait': { type: 'string' },
   bundle: { type: 'string' },
   pubkey: { type: 'string' },
   comment: { type: 'string' },

@@ -4,6 +4,8 @@ import { findSession, listSessions, sessionTimeline, type TimelineEvent } from '
 import { keyIdOf, loadPublicKey } from '../journal/signer.ts';
 import { UsageError, type CliContext } from './main.ts';
 import { withStore } from './store.ts';
+import type { Store } from '../store/db.ts';
+import { checkEvent, encodeCast, replayDelays, type CastEvent, type CastHeader } from '../protocols/ssh/asciicast.ts';
 
 export async function sessionsCommand(ctx: CliContext): Promise<number> {
   const [sub, id] = ctx.positionals;
@@ -36,6 +38,20 @@ export async function sessionsCommand(ctx: CliContext): Promise<number> {
       }
       case 'export': {
         if (!id) throw new UsageError('sessions export needs a session ID');
+        const format = ctx.values.format as string | undefined;
+        if (format !== undefined && format !== 'asciicast' && format !== 'bundle') throw new UsageError(`unknown --format "${format}"; use asciicast (an SSH shell recording) or bundle`);
+        if (format === 'asciicast') {
+          const cast = await loadCast(store, id);
+          const text = encodeCast(cast.header, cast.events);
+          const file = ctx.values.out as string | undefined;
+          if (!file) process.stdout.write(text);
+          else {
+            writeFileSync(file, text);
+            if (ctx.json) ctx.out(JSON.stringify({ out: file, session: cast.session, events: cast.events.length }));
+            else ctx.out(`wrote ${file}: asciicast v2, ${cast.header.width}x${cast.header.height}, ${cast.events.length} events of session ${cast.session}`);
+          }
+          return 0;
+        }
         const outFile = ctx.values.out as string | undefined;
         if (!outFile) throw new UsageError('sessions export needs --out FILE');
         const s = await findSession(store, id);
@@ -48,10 +64,57 @@ export async function sessionsCommand(ctx: CliContext): Promise<number> {
         else ctx.out(`wrote ${outFile}: ${events} events of session ${s.id}${bundle.complete ? '' : ' (session still open: covered up to the latest checkpoint)'}`);
         return 0;
       }
+      case 'replay': {
+        if (!id) throw new UsageError('sessions replay needs a session ID');
+        const speed = numberOption(ctx.values.speed, '--speed', 1);
+        const maxWait = numberOption(ctx.values['max-wait'], '--max-wait', undefined);
+        if (speed !== undefined && speed <= 0) throw new UsageError('--speed must be greater than 0');
+        const cast = await loadCast(store, id);
+        await play(cast.events, { speed, maxWait });
+        return 0;
+      }
       default:
-        throw new UsageError(`unknown sessions subcommand "${sub ?? ''}"; use list, show or export`);
+        throw new UsageError(`unknown sessions subcommand "${sub ?? ''}"; use list, show, export or replay`);
     }
   });
+}
+
+function numberOption(v: unknown, name: string, dflt: number | undefined): number | undefined {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || n < 0) throw new UsageError(`${name} must be a number ≥ 0`);
+  return n;
+}
+
+/**
+ * The recording of a session's (first) interactive shell, rebuilt from the journal alone: the
+ * header from the shell's command event, the events from its `output` events, in order.
+ */
+async function loadCast(store: Store, id: string): Promise<{ session: string; header: CastHeader; events: CastEvent[] }> {
+  const t = await sessionTimeline(store, id);
+  if (!t) throw new Error(`no session "${id}"; see \`gatehouse sessions list\``);
+  const shell = t.events.find((e) => e.type === 'command' && e.data.channel === 'shell' && !e.data.detected && e.data.cast);
+  if (!shell) throw new Error(`session ${t.session.id} has no recorded shell (only SSH interactive shells are recorded as asciicast)`);
+  const h = shell.data.cast as Partial<CastHeader>;
+  const header: CastHeader = { version: 2, width: Number(h.width) || 80, height: Number(h.height) || 24, timestamp: h.timestamp, env: h.env };
+  const events: CastEvent[] = [];
+  for (const e of t.events) {
+    if (e.type !== 'output' || e.data.command !== shell.seq || !Array.isArray(e.data.cast)) continue;
+    for (const c of e.data.cast) events.push(checkEvent(c));
+  }
+  return { session: t.session.id, header, events };
+}
+
+/** Writes the output events to stdout with their recorded timing (resizes are not replayed). */
+async function play(events: CastEvent[], opts: { speed?: number; maxWait?: number }): Promise<void> {
+  const delays = replayDelays(events, opts);
+  for (let i = 0; i < events.length; i++) {
+    const wait = delays[i]!;
+    if (wait > 0.001) await new Promise((r) => setTimeout(r, wait * 1000));
+    const [, code, data] = events[i]!;
+    if (code !== 'o') continue;
+    if (!process.stdout.write(data)) await new Promise((r) => process.stdout.once('drain', r));
+  }
 }
 
 function time(ts: string): string {
@@ -66,7 +129,16 @@ function renderEvent(e: TimelineEvent): string[] {
       return [`${at}  ● open${d.tls ? ' (tls)' : ''}${d.application ? ` application=${d.application}` : ''}`];
     case 'session.close':
       return [`${at}  ○ close: ${d.reason}`];
+    case 'output': {
+      const cast = Array.isArray(d.cast) ? (d.cast as CastEvent[]) : [];
+      const chars = cast.reduce((n, c) => n + (typeof c[2] === 'string' ? c[2].length : 0), 0);
+      return [`${at}  ▤ recording: ${cast.length} events, ${chars} chars  (for #${d.command})`];
+    }
     case 'command': {
+      if (d.detected) {
+        const v = d.verdict?.action && d.verdict.action !== 'allow' ? `  [would ${d.verdict.action}: ${d.verdict.reason ?? d.verdict.rule}]` : '';
+        return [`${at}    typed: ${oneLine(String(d.text ?? ''))}${v}  (detected, best effort${d.uncertain ? `; uncertain: ${(d.uncertainBecause ?? []).join(', ')}` : ''})`];
+      }
       const verdict = d.verdict?.action && d.verdict.action !== 'allow' ? `  [${d.verdict.action}: ${d.verdict.reason ?? d.verdict.rule}]` : '';
       const params = Array.isArray(d.params) && d.params.length ? `\n${' '.repeat(24)}params: ${JSON.stringify(d.params)}` : '';
       return [`${at}  ▶ ${oneLine(String(d.text ?? ''))}${verdict}${params}`];

@@ -63,6 +63,8 @@ export const sshConnection = z
     connectTimeoutSeconds: z.number().min(1).max(300).default(15),
     /** masking of exec output to the client and in the journal (see docs/masking.md) */
     mask: maskConfigSchema.optional(),
+    /** false: interactive shells are refused, only exec runs (e.g. for agents); see docs/ssh.md */
+    shell: z.boolean().default(true),
   })
   .refine((c) => c.privateKey !== undefined || c.password !== undefined, { message: 'set privateKey or password: the gateway logs in to the target with them', path: ['privateKey'] });
 

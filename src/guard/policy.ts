@@ -148,6 +148,8 @@ interface CompiledRule {
   allowsUnknown: boolean;
   /** An allow rule decides a LOAD DATA LOCAL INFILE only when it names the flag itself. */
   allowsLocalFile: boolean;
+  /** An allow rule decides an SSH port forward only when it names the flag itself. */
+  allowsForward: boolean;
   decision: Decision;
   /** whether `decision.reason` is the generated one, to which the classifier's reason is added */
   defaultReason: boolean;
@@ -233,6 +235,7 @@ function compileRule(rule: Rule): CompiledRule {
     when,
     allowsUnknown: (classes & UNKNOWN) !== 0,
     allowsLocalFile: m.flags?.includes(LOCAL_FILE_FLAG) ?? false,
+    allowsForward: m.flags?.includes(FORWARD_FLAG) ?? false,
     ...buildDecision(rule.name, rule),
   };
 }
@@ -275,6 +278,19 @@ const BLOCK_LOCAL_FILE: Decision = Object.freeze({
   rule: 'default.load-data-local',
   reason: 'LOAD DATA LOCAL INFILE is blocked unless a policy rule allows it',
   hint: `ask an administrator for a policy rule with match.flags: [${LOCAL_FILE_FLAG}] and action: allow`,
+});
+
+/**
+ * An SSH port forward (`ssh -L`, direct-tcpip) opens a TCP tunnel from the target's side that the
+ * gateway cannot see into. Likewise only an allow rule that lists this flag lets it open; without
+ * one it is blocked, whatever the default.
+ */
+const FORWARD_FLAG = 'direct_tcpip';
+const BLOCK_FORWARD: Decision = Object.freeze({
+  action: 'block',
+  rule: 'default.direct-tcpip',
+  reason: 'port forwarding is blocked unless a policy rule allows it',
+  hint: `ask an administrator for a policy rule with match.flags: [${FORWARD_FLAG}] and action: allow`,
 });
 
 /** `base` with the classifier's explanation appended, e.g. the parse error of an unknown statement. */
@@ -327,6 +343,7 @@ export class PolicyEngine {
     const mask = classMask(c);
     const unknown = (mask & UNKNOWN) !== 0;
     const localFile = c.flags.includes(LOCAL_FILE_FLAG);
+    const forward = c.flags.includes(FORWARD_FLAG);
     const identity = facts.identity;
 
     // A read-only grant is not a rule: no allow rule can lift it, so it is checked first.
@@ -346,6 +363,7 @@ export class PolicyEngine {
       if (r.classes !== 0 && (r.classes & mask) === 0) continue;
       if (unknown && r.action === 'allow' && !r.allowsUnknown) continue;
       if (localFile && r.action === 'allow' && !r.allowsLocalFile) continue;
+      if (forward && r.action === 'allow' && !r.allowsForward) continue;
       if (r.connections !== null && !r.connections.test(facts.connection)) continue;
       if (r.identities !== null && !r.identities.test(identity.name)) continue;
       if (r.groups !== null && !anyIn(identity.groups, r.groups)) continue;
@@ -369,6 +387,7 @@ export class PolicyEngine {
     }
 
     if (localFile) return BLOCK_LOCAL_FILE;
+    if (forward) return BLOCK_FORWARD;
     const f = this.fallback;
     if (unknown) {
       // A configured default may be stricter than the zero-config review, never laxer.

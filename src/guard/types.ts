@@ -4,7 +4,7 @@ import type { ReviewTerms } from './policy.ts';
 
 /** A protocol-neutral command: a SQL statement, a shell command, an HTTP request, a tool call. */
 export interface Command {
-  kind: 'sql' | 'shell' | 'exec' | 'http' | 'tool';
+  kind: 'sql' | 'shell' | 'exec' | 'http' | 'tool' | 'sftp' | 'tcpip';
   text: string;
   /** the classifier to use: a SQL dialect, or 'sh' for shell command lines (SSH exec) */
   dialect?: 'postgres' | 'mysql' | 'sh';

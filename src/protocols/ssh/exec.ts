@@ -15,6 +15,7 @@ import type { Masker } from '../../mask/masker.ts';
 import type { StreamMasker } from '../../mask/stream.ts';
 import { newCounts, mergeCounts, hasCounts, type Counts } from '../../mask/counts.ts';
 import type { Execution, Session } from '../../session/session.ts';
+import { drained, ended } from './streams.ts';
 
 /** The shared denial shape as stderr text. */
 export function denialText(d: Denial): string {
@@ -94,34 +95,6 @@ class OutputSide {
   }
 }
 
-function ended(s: NodeJS.ReadableStream & { readableEnded?: boolean }): Promise<void> {
-  if (s.readableEnded) return Promise.resolve();
-  return new Promise((resolve) => {
-    s.once('end', resolve);
-    s.once('close', resolve);
-    s.once('error', resolve);
-  });
-}
-
-/**
- * Resolves once `w` has handed everything to the transport (or cannot any more). Not 'drain':
- * that fires only after a write returned false, and a channel's buffer (up to its 2 MiB high-water
- * mark) can hold data without one. An empty write's callback runs after every earlier write's.
- */
-function drained(w: Writable): Promise<void> {
-  if (w.writableLength === 0 || w.destroyed || !w.writable) return Promise.resolve();
-  return new Promise((resolve) => {
-    let settled = false;
-    const done = () => {
-      if (settled) return;
-      settled = true;
-      w.off('close', done);
-      resolve();
-    };
-    w.once('close', done);
-    w.write(Buffer.alloc(0), done);
-  });
-}
 
 type ExitInfo = { code: number } | { signal: string; dump: boolean; desc: string };
 

@@ -23,6 +23,9 @@ import { checkKey } from './credentials.ts';
 import { findBySshKey } from '../../identity/ssh-keys.ts';
 import { GATEWAY_FAILURE_STATUS, refuse, runExec, type ExecRequest } from './exec.ts';
 import { loadOrCreateHostKey } from './host-key.ts';
+import { runSftp } from './sftp.ts';
+import { runShell } from './shell.ts';
+import { forwardTcpip } from './forward.ts';
 import { connectSshUpstream, SshUpstreamError, type SshUpstream } from './upstream.ts';
 
 export interface SshGatewayContext {
@@ -195,13 +198,25 @@ function handleClient(ctx: SshGatewayContext, conn: ssh2.Connection, info: ssh2.
     });
     ch.on('x11', (_acc, rej) => rej?.());
     ch.on('auth-agent', (_acc, rej) => rej?.());
-    ch.on('subsystem', (_acc, rej) => rej?.());
+    ch.on('subsystem', (acc, rej, info) => {
+      if (busy || info.name !== 'sftp') return rej?.();
+      busy = true;
+      const stream = acc();
+      void withTarget(stream, (t) => {
+        const masker = ctx.maskers.get(t.session.connection);
+        return runSftp({ session: t.session, upstream: t.upstream.client, masked: !!masker && !masker.isUnmasked(t.session.identity.groups), log: ctx.log }, stream);
+      });
+    });
     ch.on('shell', (acc) => {
       if (busy) return;
       busy = true;
       const stream = acc();
-      void withTarget(stream, async () => {
-        await refuse(stream, 'gatehouse: interactive shells are not supported yet; run a command instead: ssh CONNECTION@gateway \'COMMAND\'', 1);
+      void withTarget(stream, async (t) => {
+        const masker = ctx.maskers.get(t.session.connection) ?? null;
+        const unmasked = masker ? masker.isUnmasked(t.session.identity.groups) : false;
+        const shellAllowed = ctx.connections.get(t.session.connection)?.shell !== false;
+        const sc = { session: t.session, upstream: t.upstream.client, masker, unmasked, sampleChars: ctx.limits.maxValueBytes * 4, log: ctx.log, shellAllowed };
+        await runShell(sc, stream, { pty, env, requests: ch, onUpstream: (up) => (upChannel = up) });
       });
     });
     ch.on('exec', (acc, _rej, info) => {
@@ -248,8 +263,9 @@ function handleClient(ctx: SshGatewayContext, conn: ssh2.Connection, info: ssh2.
     }
   };
 
-  // Port forwarding, agent and X11 are refused: nothing passes that is not a recorded command.
-  conn.on('tcpip', (_acc, reject) => reject());
+  // Local forwards (`ssh -L`) are decided and recorded one by one (forward.ts); remote forwards,
+  // streamlocal, agent and X11 are refused: nothing passes that is not a recorded command.
+  conn.on('tcpip', (accept, reject, info) => void forwardTcpip({ conn, target, log: ctx.log }, accept, reject, info));
   conn.on('openssh.streamlocal', (_acc, reject) => reject());
   conn.on('request', (_acc, reject) => reject?.());
 }
