@@ -66,7 +66,12 @@ export function fingerprint(pubFile: string): string {
   return m[0];
 }
 
-export async function startSshd(): Promise<SshServer> {
+export interface StartSshdOptions {
+  /** let clients forward local ports through this server (ssh -L); off by default */
+  allowTcpForwarding?: boolean;
+}
+
+export async function startSshd(opts: StartSshdOptions = {}): Promise<SshServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-sshd-'));
   const user = os.userInfo().username;
   keygen(path.join(dir, 'host_ed25519'), 'test-host');
@@ -93,7 +98,7 @@ export async function startSshd(): Promise<SshServer> {
       'PubkeyAuthentication yes',
       'PermitRootLogin prohibit-password',
       `AllowUsers ${user}`,
-      'AllowTcpForwarding no',
+      `AllowTcpForwarding ${opts.allowTcpForwarding ? 'local' : 'no'}`,
       'X11Forwarding no',
       'PrintMotd no',
       'PrintLastLog no',

@@ -27,27 +27,11 @@ let plainKey = '';
 let dbaKey = '';
 let skipped: string | null = null;
 
-/**
- * The helper's sshd refuses forwarding (AllowTcpForwarding no). This one must allow it, so its
- * config is changed and sshd re-reads it on SIGHUP (it re-executes itself with the same
- * arguments, keeping its pid), then listens again.
- */
-async function allowForwarding(s: SshServer): Promise<void> {
-  const conf = path.join(s.dir, 'sshd_config');
-  const text = fs.readFileSync(conf, 'utf8');
-  assert.match(text, /^AllowTcpForwarding no$/m);
-  fs.writeFileSync(conf, text.replace(/^AllowTcpForwarding no$/m, 'AllowTcpForwarding local'));
-  const pid = Number(fs.readFileSync(path.join(s.dir, 'sshd.pid'), 'utf8').trim());
-  process.kill(pid, 'SIGHUP');
-  await new Promise((r) => setTimeout(r, 300));
-  await waitForPort(s.port, 10_000);
-}
 
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
   if (skipUnlessSshd(probe)) return;
-  sshd = await startSshd();
-  await allowForwarding(sshd);
+  sshd = await startSshd({ allowTcpForwarding: true });
   echo = net.createServer((s) => {
     s.on('error', () => {});
     s.pipe(s);
@@ -168,7 +152,7 @@ type Ev = { type: string; seq: number; data: any };
 
 /** The newest session whose commands include `text` (bounded wait for its result events). */
 async function eventsOf(text: string, results: number): Promise<Ev[]> {
-  for (let i = 0; i < 30; i++) {
+  for (let i = 0; i < 100; i++) {
     const list = JSON.parse((await gw!.cli(['sessions', 'list', '--json', '--limit', '5'])).stdout) as { id: string }[];
     for (const s of list) {
       const events = JSON.parse((await gw!.cli(['sessions', 'show', s.id, '--json'])).stdout).events as Ev[];
