@@ -17,6 +17,8 @@ import { startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
 let sshd: SshServer | null = null;
 let gw: GatewayUnderTest | null = null;
 let sshPort = 0;
+let apiPort = 0;
+let opsKey = '';
 let askpass = '';
 let scratch = '';
 let key = '';
@@ -27,7 +29,7 @@ before(async () => {
   if (skipUnlessSshd(probe)) return;
   sshd = await startSshd();
   sshPort = await freePort();
-  const apiPort = await freePort();
+  apiPort = await freePort();
   const target = { type: 'ssh', host: sshd.host, port: sshd.port, user: sshd.user, privateKey: `file:${sshd.clientKeyFile}`, hostKey: sshd.hostKeyFingerprint };
   gw = await startGateway({
     extra: {
@@ -45,6 +47,7 @@ before(async () => {
         rules: [
           { name: 'no-touch', match: { types: ['touch'] }, action: 'block', reason: 'touch is not allowed here', hint: 'ask the test to allow it' },
           { name: 'no-pipe-to-shell', match: { flags: ['pipe_to_shell'] }, action: 'block', reason: 'piping into a shell is not allowed' },
+          { name: 'hold-mkdir', match: { types: ['mkdir'] }, action: 'review', approvers: ['ops'], holdFor: '60s' },
           { name: 'unknown-blocked', match: { classes: ['unknown'] }, action: 'block', reason: 'cannot tell what this does' },
         ],
       },
@@ -55,6 +58,7 @@ before(async () => {
   // ssh asks SSH_ASKPASS for the password (SSH_ASKPASS_REQUIRE=force): it prints GH_TEST_SECRET.
   fs.writeFileSync(askpass, '#!/bin/sh\nprintf "%s\\n" "$GH_TEST_SECRET"\n', { mode: 0o755 });
   key = await gw.createKey('runner', { connections: 'box,box-masked,box-wrongkey', kind: 'agent' });
+  opsKey = await gw.createKey('ops1', { kind: 'human', groups: 'ops', connections: 'box' });
 });
 
 after(async () => {
@@ -352,4 +356,31 @@ test('exec: a command killed by a signal is reported to the client as that signa
   }
   const ssh255 = await ssh('box', secret(), 'kill -KILL $$');
   assert.equal(ssh255.code, 255);
+});
+
+test('a held exec (review rule) waits with a notice on stderr, runs once approved from another process, and pipe-to-shell is blocked', async (t) => {
+  if (!gw) return t.skip(skipped ?? 'no sshd');
+  const dir = path.join(scratch, `held-${Date.now()}`);
+  const held = ssh('box', secret(), `mkdir ${dir} && echo made`);
+  let id: string | undefined;
+  for (let i = 0; i < 150 && !id; i++) {
+    const res = await fetch(`http://127.0.0.1:${apiPort}/api/approvals?status=pending`, { headers: { authorization: `Bearer ops1.${opsKey}` } });
+    const list = (await res.json()) as { id: string; text: string }[];
+    id = list.find((x) => x.text === `mkdir ${dir} && echo made`)?.id;
+    if (!id) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(id, 'a pending review for the command');
+  assert.ok(!fs.existsSync(dir), 'a held command must not have run');
+  const approve = await gw.cli(['approvals', 'approve', id, '--comment', 'ok', '--key', `ops1.${opsKey}`]);
+  assert.equal(approve.code, 0, approve.stderr);
+  const r = await held;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.toString(), 'made\n');
+  assert.match(r.stderr, new RegExp(`held for approval: review ${id}`));
+  assert.ok(fs.existsSync(dir));
+
+  const piped = await ssh('box', secret(), 'echo "echo pwned" | sh');
+  assert.equal(piped.code, 126);
+  assert.match(piped.stderr, /piping into a shell is not allowed/);
+  assert.doesNotMatch(piped.stdout.toString(), /pwned/);
 });
