@@ -384,3 +384,44 @@ test('a held exec (review rule) waits with a notice on stderr, runs once approve
   assert.match(piped.stderr, /piping into a shell is not allowed/);
   assert.doesNotMatch(piped.stdout.toString(), /pwned/);
 });
+
+test('agent forwarding and X11 requests are refused; the command is not run with them', async (t) => {
+  if (!gw) return t.skip(skipped ?? 'no sshd');
+  const agentDir = fs.mkdtempSync(path.join(gw.dir, 'agent-'));
+  const agentSock = path.join(agentDir, 'agent.sock');
+  const agent = spawn('ssh-agent', ['-D', '-a', agentSock], { stdio: 'ignore' });
+  t.after(() => {
+    agent.kill('SIGTERM');
+    fs.rmSync(agentDir, { recursive: true, force: true });
+  });
+  for (let i = 0; i < 50 && !fs.existsSync(agentSock); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(fs.existsSync(agentSock), 'ssh-agent is listening');
+  const connect = async (extra: Partial<ssh2.ConnectConfig>) => {
+    const client = new ssh2.Client();
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', () => resolve()).once('error', reject);
+      client.connect({ host: '127.0.0.1', port: sshPort, username: 'box', password: secret(), authHandler: ['password'], readyTimeout: 10_000, hostVerifier: () => true, ...extra });
+    });
+    t.after(() => client.end());
+    return client;
+  };
+  /** The exec's error (a refused request: the command never runs), or null once it ran. */
+  const run = (client: ssh2.Client, opts: ssh2.ExecOptions) =>
+    new Promise<Error | null>((resolve) => {
+      client.exec('echo ran', opts, (err, stream) => {
+        if (err) return resolve(err);
+        stream.resume();
+        stream.stderr.resume();
+        stream.on('close', () => resolve(null));
+      });
+    });
+  const withAgent = await connect({ agent: agentSock, agentForward: true });
+  const agentErr = await run(withAgent, {});
+  assert.ok(agentErr, 'agent forwarding is refused');
+  assert.match(agentErr.message, /agent/i);
+  const plain = await connect({});
+  const x11Err = await run(plain, { x11: true });
+  assert.ok(x11Err, 'X11 forwarding is refused');
+  assert.match(x11Err.message, /X11/i);
+  assert.equal(await run(plain, {}), null, 'a plain exec on the same connection runs');
+});
