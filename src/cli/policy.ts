@@ -6,7 +6,7 @@ import YAML from 'yaml';
 import { ConfigError } from '../config/secrets.ts';
 import { loadPolicy, type Policy } from '../guard/policy-schema.ts';
 import { PolicyEngine } from '../guard/policy.ts';
-import { Simulation, type Change, type RecordedCommand, type SimulationReport } from '../guard/simulate.ts';
+import { Simulation, loadClassifiers, type Change, type RecordedCommand, type SimulationReport } from '../guard/simulate.ts';
 import { loadPostgresParser } from '../guard/sql-postgres.ts';
 import { findSession } from '../journal/read.ts';
 import type { Store } from '../store/db.ts';
@@ -62,6 +62,7 @@ export async function policyCommand(ctx: CliContext): Promise<number> {
     const groups = new Map<string, string[]>();
     for (const r of await store.db.selectFrom('identities').select(['id', 'groups']).execute()) groups.set(r.id, parseGroups(r.groups));
     const sim = new Simulation(policy, (id) => groups.get(id) ?? []);
+    await loadClassifiers(sim);
     for await (const cmd of commandEvents(store, filter)) sim.add(cmd);
     const report = sim.report();
 

@@ -6,8 +6,9 @@
 // the connection and the command, classified again by the real classifier. Prepared statements
 // are tracked per session as the live session does, so `EXECUTE p` is judged by what `p` runs.
 // Connection grants are not part of the policy: a command blocked for lack of a grant stays
-// blocked. The PostgreSQL parser must be loaded first (`simulate` does it; `Simulation` needs
-// `loadPostgresParser()` to have resolved).
+// blocked. The PostgreSQL parser must be loaded first, and the other dialects' classifiers
+// registered (`simulate` does both; with `Simulation`, await `loadPostgresParser()` and
+// `loadClassifiers(sim)`).
 import { unknownClassification, type Classification } from './classification.ts';
 import { Guard } from './guard.ts';
 import type { Policy } from './policy-schema.ts';
@@ -137,6 +138,11 @@ export class Simulation {
     for (const n of defaultRuleNames(policy)) this.byRule[n] = emptyRule();
   }
 
+  /** As the gateway does for its listeners: the caller registers what its recordings need. */
+  registerClassifier(dialect: string, classify: (text: string) => Classification): void {
+    this.guard.registerClassifier(dialect, classify);
+  }
+
   add(cmd: RecordedCommand): void {
     const before = recordedVerdict(cmd.data);
     if (!before) {
@@ -184,11 +190,19 @@ export class Simulation {
     const command: Command = {
       kind: isKind(d.kind) ? d.kind : 'sql',
       text: typeof d.text === 'string' ? d.text : '',
-      dialect: d.dialect === 'postgres' || d.dialect === 'mysql' ? d.dialect : undefined,
+      dialect: d.dialect === 'postgres' || d.dialect === 'mysql' || d.dialect === 'sh' ? d.dialect : undefined,
     };
     // A fastpath call is recorded with a descriptive comment as its text; live it was unknown.
+    // Commands whose text is not a statement (sftp operations, forwarded connections, a shell
+    // session) were classified by their adapter, not by parsing: their recorded classification
+    // stands, except its table/path lists, which the record does not keep.
+    const recorded = recordedClassification(d.classification);
     const cls =
-      d.protocol === 'function-call' ? unknownClassification(`fastpath function call`) : this.guard.classify(command, prepared);
+      d.protocol === 'function-call'
+        ? unknownClassification(`fastpath function call`)
+        : command.dialect === undefined && command.kind !== 'sql' && recorded
+          ? recorded
+          : this.guard.classify(command, prepared);
     // Grants are not policy: a command refused for lack of one is refused under any policy.
     if (before.rule === 'access.connections') return { after: before, cls };
     const decision = this.guard.policy.decide({
@@ -226,6 +240,17 @@ export class Simulation {
   }
 }
 
+/**
+ * Registers the classifiers of every protocol the gateway may have recorded (the gateway loads
+ * them per listener; a replay may meet any).
+ */
+export async function loadClassifiers(sim: Simulation): Promise<void> {
+  const { classifyMysql } = await import('./classify-mysql.ts');
+  const { classifyShell } = await import('./classify-shell.ts');
+  sim.registerClassifier('mysql', (text) => classifyMysql(text));
+  sim.registerClassifier('sh', (text) => classifyShell(text));
+}
+
 /** Replays `commands` (in journal order) against `policy`; see Simulation. */
 export async function simulate(
   commands: Iterable<RecordedCommand>,
@@ -236,6 +261,7 @@ export async function simulate(
   await loadPostgresParser();
   const groupsOf = typeof groups === 'function' ? groups : (id: string) => groups.get(id);
   const sim = new Simulation(policy, groupsOf, opts);
+  await loadClassifiers(sim);
   for (const c of commands) sim.add(c);
   return sim.report();
 }
@@ -245,7 +271,7 @@ function emptyRule(): RuleReport {
 }
 
 function isKind(k: unknown): k is Command['kind'] {
-  return k === 'sql' || k === 'shell' || k === 'exec' || k === 'http' || k === 'tool';
+  return k === 'sql' || k === 'shell' || k === 'exec' || k === 'http' || k === 'tool' || k === 'sftp' || k === 'tcpip';
 }
 
 /**
@@ -259,4 +285,14 @@ function recordedVerdict(d: Record<string, unknown>): VerdictSummary | null {
   const out: VerdictSummary = { action, rule: v.rule };
   if (typeof v.reason === 'string') out.reason = v.reason;
   return out;
+}
+
+/** The classification kept in a command event (class, types, flags, reason), or null. */
+function recordedClassification(c: unknown): Classification | null {
+  if (!c || typeof c !== 'object') return null;
+  const r = c as { class?: unknown; types?: unknown; flags?: unknown; reason?: unknown };
+  if (typeof r.class !== 'string') return null;
+  const strings = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+  const cls = r.class as Classification['class'];
+  return { class: cls, classes: [cls], types: strings(r.types), reads: [], writes: [], flags: strings(r.flags), functions: [], reason: typeof r.reason === 'string' ? r.reason : cls };
 }

