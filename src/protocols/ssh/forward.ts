@@ -14,6 +14,7 @@ import type ssh2 from 'ssh2';
 import type { Classification } from '../../guard/classification.ts';
 import type { Command } from '../../guard/types.ts';
 import type { Execution, HoldOutcome, Session } from '../../session/session.ts';
+import { flushed } from './streams.ts';
 
 /** RFC 4254 §5.1 reason codes. */
 const ADMINISTRATIVELY_PROHIBITED = 1;
@@ -148,12 +149,14 @@ function pipeBoth(exec: Execution, client: ssh2.ServerChannel, up: ssh2.ClientCh
   up.stderr?.resume();
   client.on('error', () => {});
   up.on('error', () => {});
-  // Recorded at the first close: nothing moves after it, and the session may be closing too.
+  // Recorded at the first close: nothing more comes from that side. The other side is closed
+  // only once what is still buffered for it has gone out (closing at once dropped the tail of
+  // a large echo: 7.4 of 8 MiB arrived).
   const onClose = (which: 'client' | 'target') => {
     if (closed) return;
     closed = true;
-    if (which === 'client') up.close();
-    else client.close();
+    const other = which === 'client' ? up : client;
+    void flushed(other).then(() => other.close());
     exec.finish({ status: 'ok', bytesIn, bytesOut, meta: { originator, closedBy: which } });
   };
   client.once('close', () => onClose('client'));

@@ -30,3 +30,17 @@ export function drained(w: Writable): Promise<void> {
     w.write(Buffer.alloc(0), done);
   });
 }
+
+/**
+ * Resolves once everything written to `w` has gone out, also after end() (then `drained` would
+ * not wait: an ended stream is no longer writable, yet its buffer may still hold data waiting
+ * for the peer's window).
+ */
+export function flushed(w: Writable): Promise<void> {
+  if (w.writableFinished || w.destroyed) return Promise.resolve();
+  if (!w.writableEnded) return drained(w);
+  return new Promise((resolve) => {
+    w.once('finish', () => resolve());
+    w.once('close', () => resolve());
+  });
+}
