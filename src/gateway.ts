@@ -25,7 +25,7 @@ export interface Gateway {
   signer: Signer;
   registry: SessionRegistry;
   reviews: ReviewService;
-  ports: { postgres?: number; mysql?: number; ssh?: number; api?: number };
+  ports: { postgres?: number; mysql?: number; ssh?: number; http?: number; api?: number };
   /** SHA256 fingerprint of the gateway's SSH host key, when listen.ssh is set */
   sshHostKey?: string;
   close(): Promise<void>;
@@ -151,6 +151,30 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       );
       ports.ssh = l.port;
       sshHostKey = l.hostKeyFingerprint;
+      closers.push(() => l.close());
+    }
+    if (config.listen.http) {
+      const { startHttpListener } = await import('./protocols/http/listener.ts');
+      const mat = tlsMat ?? (await loadTlsMaterial(config.dataDir, config.tls.cert, config.tls.key));
+      const [host, port] = splitHostPort(config.listen.http, 'listen.http');
+      const l = await startHttpListener(
+        {
+          store,
+          journal,
+          guard,
+          registry,
+          reviews,
+          connections: new Map(config.connections.filter((c) => c.type === 'http').map((c) => [c.name, c])),
+          maskers,
+          tls: { cert: mat.cert, key: mat.key },
+          limits: { headersTimeoutMs: limits.authTimeoutMs, requestTimeoutMs: 300_000 },
+          log,
+        },
+        host,
+        port,
+        config.limits.maxClientConnections,
+      );
+      ports.http = l.port;
       closers.push(() => l.close());
     }
     if (config.listen.api) {

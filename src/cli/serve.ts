@@ -32,7 +32,7 @@ export async function serveCommand(ctx: CliContext): Promise<number> {
     adminKey = created.key;
   }
   const pgPort = gw.ports.postgres;
-  ctx.out(`gatehouse listening: postgres 127.0.0.1:${pgPort ?? '-'}  mysql ${gw.ports.mysql ? `127.0.0.1:${gw.ports.mysql}` : '-'}${gw.ports.ssh ? `  ssh 127.0.0.1:${gw.ports.ssh} (host key ${gw.sshHostKey})` : ''}  api http://${config.listen.api ?? '-'}  dataDir ${config.dataDir}`);
+  ctx.out(`gatehouse listening: postgres 127.0.0.1:${pgPort ?? '-'}  mysql ${gw.ports.mysql ? `127.0.0.1:${gw.ports.mysql}` : '-'}${gw.ports.ssh ? `  ssh 127.0.0.1:${gw.ports.ssh} (host key ${gw.sshHostKey})` : ''}${gw.ports.http ? `  http https://127.0.0.1:${gw.ports.http}` : ''}  api http://${config.listen.api ?? '-'}  dataDir ${config.dataDir}`);
   if (ctx.values.demo) {
     if (adminKey) {
       ctx.out(`\nadmin key (shown once, stored only as a hash): ${adminKey}`);

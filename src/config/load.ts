@@ -44,11 +44,17 @@ export function parseConfig(raw: unknown, configDir: string): Config {
     const field = `connections[${i}]`;
     if (seen.has(c.name)) throw new ConfigError(`${field}.name`, `duplicate connection name "${c.name}"`);
     seen.add(c.name);
-    if (c.password !== undefined) c.password = resolveSecret(c.password, `${field}.password`, configDir);
+    if ('password' in c && c.password !== undefined) c.password = resolveSecret(c.password, `${field}.password`, configDir);
     if ('ca' in c && c.ca !== undefined) c.ca = resolveSecret(c.ca, `${field}.ca`, configDir);
     if (c.type === 'ssh') {
       if (c.privateKey !== undefined) c.privateKey = resolveSecret(c.privateKey, `${field}.privateKey`, configDir);
       if (c.passphrase !== undefined) c.passphrase = resolveSecret(c.passphrase, `${field}.passphrase`, configDir);
+    }
+    if (c.type === 'http' && c.auth) {
+      const a = c.auth;
+      if ('bearer' in a) a.bearer = resolveSecret(a.bearer, `${field}.auth.bearer`, configDir);
+      else if ('basic' in a) a.basic.password = resolveSecret(a.basic.password, `${field}.auth.basic.password`, configDir);
+      else a.header.value = resolveSecret(a.header.value, `${field}.auth.header.value`, configDir);
     }
   });
   if (cfg.maskSecret) cfg.maskSecret = resolveSecret(cfg.maskSecret, 'maskSecret', configDir);

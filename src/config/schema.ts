@@ -68,6 +68,29 @@ export const sshConnection = z
   })
   .refine((c) => c.privateKey !== undefined || c.password !== undefined, { message: 'set privateKey or password: the gateway logs in to the target with them', path: ['privateKey'] });
 
+/** How the gateway authenticates to an HTTP upstream; each value may be a file:/env: ref. */
+const httpAuth = z.union([
+  z.strictObject({ bearer: z.string().min(1) }),
+  z.strictObject({ basic: z.strictObject({ user: z.string().min(1), password: z.string() }) }),
+  z.strictObject({ header: z.strictObject({ name: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/, 'expected an HTTP header name'), value: z.string() }) }),
+]);
+
+export const httpConnection = z.strictObject({
+  name,
+  type: z.literal('http'),
+  /** upstream base URL, e.g. https://api.internal:8443/v1 */
+  url: z
+    .string()
+    .url()
+    .refine((u) => /^https?:\/\//.test(u), 'expected an http:// or https:// URL'),
+  /** credentials injected into every request; the client's own are stripped */
+  auth: httpAuth.optional(),
+  /** PEM CA bundle (or file:/env: ref) the upstream's certificate is verified against */
+  ca: z.string().optional(),
+  /** masking of the journal's body samples (see docs/masking.md) */
+  mask: maskConfigSchema.optional(),
+});
+
 export const configSchema = z.strictObject({
   dataDir: z.string().default('.gatehouse'),
   store: z
@@ -80,6 +103,7 @@ export const configSchema = z.strictObject({
       postgres: hostPort.optional(),
       mysql: hostPort.optional(),
       ssh: hostPort.optional(),
+      http: hostPort.optional(),
     })
     .default({ api: '127.0.0.1:18080', postgres: '127.0.0.1:15432' }),
   tls: z
@@ -128,7 +152,7 @@ export const configSchema = z.strictObject({
       secret: z.string().min(1),
     })
     .optional(),
-  connections: z.array(z.discriminatedUnion('type', [postgresConnection, mysqlConnection, sshConnection])).default([]),
+  connections: z.array(z.discriminatedUnion('type', [postgresConnection, mysqlConnection, sshConnection, httpConnection])).default([]),
 });
 
 export type RawConfig = z.input<typeof configSchema>;
@@ -136,4 +160,5 @@ export type Config = Omit<z.output<typeof configSchema>, 'policy'> & { configDir
 export type PostgresConnection = z.output<typeof postgresConnection>;
 export type MysqlConnection = z.output<typeof mysqlConnection>;
 export type SshConnection = z.output<typeof sshConnection>;
-export type Connection = PostgresConnection | MysqlConnection | SshConnection;
+export type HttpConnection = z.output<typeof httpConnection>;
+export type Connection = PostgresConnection | MysqlConnection | SshConnection | HttpConnection;

@@ -39,8 +39,8 @@ test('secret references: env: and file:, and their errors never show a value', (
     fs.writeFileSync(path.join(dir, 'pw'), 's3cret-from-file\n');
     process.env.GH_TEST_PW = 's3cret-from-env';
     const c = parseConfig({ connections: [conn({ password: 'env:GH_TEST_PW' }), conn({ name: 'b', password: 'file:pw' })] }, dir);
-    assert.equal(c.connections[0]!.password, 's3cret-from-env');
-    assert.equal(c.connections[1]!.password, 's3cret-from-file');
+    assert.equal((c.connections[0] as { password?: string }).password, 's3cret-from-env');
+    assert.equal((c.connections[1] as { password?: string }).password, 's3cret-from-file');
     delete process.env.GH_TEST_PW;
     assert.throws(() => parseConfig({ connections: [conn({ password: 'env:GH_TEST_PW' })] }, dir), /connections\[0\]\.password: environment variable GH_TEST_PW is not set/);
     assert.throws(() => parseConfig({ connections: [conn({ password: 'file:missing' })] }, dir), /connections\[0\]\.password: cannot read secret file .*missing: ENOENT/);
