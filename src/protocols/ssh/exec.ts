@@ -15,7 +15,7 @@ import type { Masker } from '../../mask/masker.ts';
 import type { StreamMasker } from '../../mask/stream.ts';
 import { newCounts, mergeCounts, hasCounts, type Counts } from '../../mask/counts.ts';
 import type { Execution, Session } from '../../session/session.ts';
-import { drained, ended } from './streams.ts';
+import { connectInput, exitResultStatus, finishChannel } from './streams.ts';
 
 /** The shared denial shape as stderr text. */
 export function denialText(d: Denial): string {
@@ -96,16 +96,6 @@ class OutputSide {
 }
 
 
-type ExitInfo = { code: number } | { signal: string; dump: boolean; desc: string };
-
-async function finishChannel(ch: ssh2.ServerChannel, exit: ExitInfo): Promise<void> {
-  await drained(ch);
-  await drained(ch.stderr);
-  if ('code' in exit) ch.exit(exit.code);
-  else ch.exit(exit.signal.replace(/^SIG/, ''), exit.dump, exit.desc);
-  ch.end();
-}
-
 export async function refuse(ch: ssh2.ServerChannel, message: string, status: number): Promise<void> {
   ch.stderr.write(message.endsWith('\n') ? message : message + '\n');
   await finishChannel(ch, { code: status });
@@ -148,14 +138,6 @@ export async function runExec(ctx: ExecContext, ch: ssh2.ServerChannel, req: Exe
 
   const stdout = new OutputSide(ctx, ch);
   const stderr = new OutputSide(ctx, ch.stderr);
-  let bytesIn = 0;
-  let exitInfo = null as ExitInfo | null;
-  let clientGone = false;
-
-  up.on('exit', (code: number | null, signal?: string, dump?: boolean, desc?: string) => {
-    exitInfo = code !== null && code !== undefined ? { code } : { signal: signal ?? 'SIGKILL', dump: !!dump, desc: desc ?? '' };
-  });
-
   // target → client, pausing the target's side while the client's window is full
   const relay = (from: NodeJS.ReadableStream, side: OutputSide, to: Writable) => {
     from.on('data', (d: Buffer) => {
@@ -169,21 +151,10 @@ export async function runExec(ctx: ExecContext, ch: ssh2.ServerChannel, req: Exe
   relay(up.stderr, stderr, ch.stderr);
 
   // client → target (stdin), likewise
-  ch.on('data', (d: Buffer) => {
-    bytesIn += d.length;
-    if (!up.write(d)) {
-      ch.pause();
-      up.once('drain', () => ch.resume());
-    }
-  });
-  ch.once('end', () => up.end());
-  ch.once('close', () => {
-    clientGone = true;
-    up.close();
-  });
+  const target = connectInput(ch, up);
   req.onUpstream?.(up);
 
-  await Promise.all([ended(up), ended(up.stderr), new Promise<void>((r) => (up.destroyed ? r() : up.once('close', () => r())))]);
+  await target.done;
   stdout.finish();
   stderr.finish();
 
@@ -193,10 +164,10 @@ export async function runExec(ctx: ExecContext, ch: ssh2.ServerChannel, req: Exe
   const out = stdout.sample(sampleCounts);
   const err = stderr.sample(sampleCounts);
   const counts = stdout.stream && stderr.stream ? mergeCounts(mergeCounts(newCounts(), stdout.stream.counts), stderr.stream.counts) : sampleCounts;
-  const final: ExitInfo | null = exitInfo;
+  const final = target.exit();
   exec.finish({
-    status: clientGone && !final ? 'unknown' : final && 'code' in final && final.code === 0 ? 'ok' : 'error',
-    bytesIn,
+    status: exitResultStatus(target),
+    bytesIn: target.bytesIn(),
     bytesOut: stdout.bytes + stderr.bytes,
     truncated: out.truncated || err.truncated || undefined,
     masked: hasCounts(counts) ? counts : undefined,
@@ -207,7 +178,7 @@ export async function runExec(ctx: ExecContext, ch: ssh2.ServerChannel, req: Exe
       stderr: err.text,
     },
   });
-  if (clientGone) return;
+  if (target.clientGone()) return;
   if (!final) return refuse(ch, 'gatehouse: the target closed the command without an exit status', GATEWAY_FAILURE_STATUS);
   await finishChannel(ch, final);
 }

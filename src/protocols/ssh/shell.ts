@@ -23,7 +23,7 @@ import type { Execution } from '../../session/session.ts';
 import { castTime, resizeData, type CastEvent, type CastHeader } from './asciicast.ts';
 import { LineTracker } from './command-lines.ts';
 import { DENIED_STATUS, GATEWAY_FAILURE_STATUS, denialText, refuse, type ExecContext, type ExecRequest } from './exec.ts';
-import { drained, ended } from './streams.ts';
+import { connectInput, exitResultStatus, finishChannel } from './streams.ts';
 
 export interface ShellContext extends ExecContext {
   /** false: the connection allows exec only (`shell: false`) */
@@ -105,8 +105,6 @@ class CastRecorder {
 }
 
 
-type ExitInfo = { code: number } | { signal: string; dump: boolean; desc: string };
-
 export async function runShell(ctx: ShellContext, ch: ssh2.ServerChannel, req: ShellRequest): Promise<void> {
   const { session } = ctx;
   if (!ctx.shellAllowed) {
@@ -168,19 +166,12 @@ export async function runShell(ctx: ShellContext, ch: ssh2.ServerChannel, req: S
   const errDecoder = new StringDecoder('utf8');
   const inDecoder = new StringDecoder('utf8');
   const lines = new LineTracker();
-  let bytesIn = 0;
   let bytesOut = 0;
   let detected = 0;
-  let exitInfo = null as ExitInfo | null;
-  let clientGone = false;
   let altScreen = false;
   let tail = '';
   let typed = '';
   let quiet: NodeJS.Timeout | null = null;
-
-  up.on('exit', (code: number | null, signal?: string, dump?: boolean, desc?: string) => {
-    exitInfo = code !== null && code !== undefined ? { code } : { signal: signal ?? 'SIGKILL', dump: !!dump, desc: desc ?? '' };
-  });
 
   const pauseUntilDrained = () => {
     up.pause();
@@ -255,22 +246,10 @@ export async function runShell(ctx: ShellContext, ch: ssh2.ServerChannel, req: S
     }
   };
 
-  ch.on('data', (d: Buffer) => {
-    bytesIn += d.length;
-    if (!up.write(d)) {
-      ch.pause();
-      up.once('drain', () => ch.resume());
-    }
-    input(inDecoder.write(d));
-  });
-  ch.once('end', () => up.end());
-  ch.once('close', () => {
-    clientGone = true;
-    up.close();
-  });
+  const target = connectInput(ch, up, (d) => input(inDecoder.write(d)));
   req.onUpstream?.(up);
 
-  await Promise.all([ended(up), ended(up.stderr), new Promise<void>((r) => (up.destroyed ? r() : up.once('close', () => r())))]);
+  await target.done;
   req.requests.off('window-change', onResize);
   if (quiet) clearTimeout(quiet);
   input(inDecoder.end());
@@ -280,10 +259,10 @@ export async function runShell(ctx: ShellContext, ch: ssh2.ServerChannel, req: S
   else emitted(rest);
   rec.flush();
 
-  const final: ExitInfo | null = exitInfo;
+  const final = target.exit();
   exec.finish({
-    status: clientGone && !final ? 'unknown' : final && 'code' in final && final.code === 0 ? 'ok' : 'error',
-    bytesIn,
+    status: exitResultStatus(target),
+    bytesIn: target.bytesIn(),
     bytesOut,
     masked: sm && hasCounts(sm.counts) ? sm.counts : undefined,
     meta: {
@@ -293,11 +272,7 @@ export async function runShell(ctx: ShellContext, ch: ssh2.ServerChannel, req: S
       recordedChunks: rec.chunks,
     },
   });
-  if (clientGone) return;
+  if (target.clientGone()) return;
   if (!final) return refuse(ch, 'gatehouse: the target closed the shell without an exit status', GATEWAY_FAILURE_STATUS);
-  await drained(ch);
-  await drained(ch.stderr);
-  if ('code' in final) ch.exit(final.code);
-  else ch.exit(final.signal.replace(/^SIG/, ''), final.dump, final.desc);
-  ch.end();
+  await finishChannel(ch, final);
 }
