@@ -22,7 +22,7 @@ import { pathToFileURL } from 'node:url';
 import ssh2 from 'ssh2';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { freePort } from '../test/helpers/net.ts';
-import { SSHD, startSshd, type SshServer } from '../test/helpers/sshd.ts';
+import { sshTarget, SSHD, startSshd, type SshServer } from '../test/helpers/sshd.ts';
 
 interface Run {
   code: number | null;
@@ -116,7 +116,7 @@ export async function sshBench(): Promise<boolean> {
         // 15 s login deadline (up to ~30 s even directly to sshd): the bench asks whether every
         // session succeeds, not how fast the box's CPUs are. The client's ConnectTimeout matches.
         limits: { authTimeoutSeconds: 120 },
-        connections: [{ name: 'box', type: 'ssh', host: sshd.host, port: sshd.port, user: sshd.user, privateKey: `file:${sshd.clientKeyFile}`, hostKey: sshd.hostKeyFingerprint }],
+        connections: [{ name: 'box', ...sshTarget(sshd) }],
       },
     });
     const gwPid = gw.pid()!;

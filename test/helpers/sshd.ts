@@ -34,10 +34,10 @@ export interface SshServer {
  * Skips the test when sshd or the client tools are missing, except in CI, where a missing binary
  * means the environment is broken and silently skipping would hide it. Returns true when skipped.
  */
-export function skipUnlessSshd(t: { skip(message?: string): void }): boolean {
+export function skipUnlessSshd(t: { skip(message?: string): void }, ...extraBins: string[]): boolean {
   const missing: string[] = [];
   if (!isExecutable(SSHD)) missing.push(SSHD);
-  for (const b of ['ssh', 'ssh-keygen']) if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) missing.push(b);
+  for (const b of ['ssh', 'ssh-keygen', ...extraBins]) if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) missing.push(b);
   if (missing.length === 0) return false;
   const msg = `${missing.join(', ')} not installed`;
   if (process.env.CI === 'true') throw new Error(`${msg} (required in CI)`);
@@ -145,4 +145,9 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<SshServer>
   }
   fs.rmSync(dir, { recursive: true, force: true });
   throw new Error(`sshd did not start in 3 attempts: ${lastError}`);
+}
+
+/** A gateway connection (`type: ssh`) to this server, logging in with its client key; add a name. */
+export function sshTarget(s: SshServer): { type: 'ssh'; host: string; port: number; user: string; privateKey: string; hostKey: string } {
+  return { type: 'ssh', host: s.host, port: s.port, user: s.user, privateKey: `file:${s.clientKeyFile}`, hostKey: s.hostKeyFingerprint };
 }

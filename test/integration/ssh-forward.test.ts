@@ -13,7 +13,7 @@ import path from 'node:path';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort, waitForPort } from '../helpers/net.ts';
 import { terminate } from '../helpers/postgres.ts';
-import { startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
 
 let sshd: SshServer | null = null;
 let gw: GatewayUnderTest | null = null;
@@ -41,7 +41,7 @@ before(async () => {
   closedPort = await freePort();
   otherPort = await freePort();
   sshPort = await freePort();
-  const target = { type: 'ssh', host: sshd.host, port: sshd.port, user: sshd.user, privateKey: `file:${sshd.clientKeyFile}`, hostKey: sshd.hostKeyFingerprint };
+  const target = sshTarget(sshd);
   gw = await startGateway({
     extra: {
       listen: { api: `127.0.0.1:${await freePort()}`, ssh: `127.0.0.1:${sshPort}` },

@@ -12,7 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
-import { startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
 
 const AUTH_TIMEOUT_S = 5;
 
@@ -32,7 +32,7 @@ before(async () => {
     extra: {
       listen: { api: `127.0.0.1:${await freePort()}`, ssh: `127.0.0.1:${sshPort}` },
       limits: { authTimeoutSeconds: AUTH_TIMEOUT_S },
-      connections: [{ name: 'box', type: 'ssh', host: sshd.host, port: sshd.port, user: sshd.user, privateKey: `file:${sshd.clientKeyFile}`, hostKey: sshd.hostKeyFingerprint }],
+      connections: [{ name: 'box', ...sshTarget(sshd) }],
     },
   });
   askpass = path.join(gw.dir, 'askpass.sh');

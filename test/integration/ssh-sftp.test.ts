@@ -10,7 +10,7 @@ import path from 'node:path';
 import ssh2 from 'ssh2';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
-import { startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
 
 let sshd: SshServer | null = null;
 let gw: GatewayUnderTest | null = null;
@@ -22,17 +22,11 @@ let skipped: string | null = null;
 
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessSshd(probe)) return;
-  const missing = ['sftp', 'scp'].filter((b) => spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0);
-  if (missing.length) {
-    if (process.env.CI === 'true') throw new Error(`${missing.join(', ')} not installed (required in CI)`);
-    skipped = `${missing.join(', ')} not installed`;
-    return;
-  }
+  if (skipUnlessSshd(probe, 'sftp', 'scp')) return;
   sshd = await startSshd();
   sshPort = await freePort();
   const apiPort = await freePort();
-  const target = { type: 'ssh', host: sshd.host, port: sshd.port, user: sshd.user, privateKey: `file:${sshd.clientKeyFile}`, hostKey: sshd.hostKeyFingerprint };
+  const target = sshTarget(sshd);
   gw = await startGateway({
     extra: {
       listen: { api: `127.0.0.1:${apiPort}`, ssh: `127.0.0.1:${sshPort}` },

@@ -10,7 +10,7 @@ import ssh2 from 'ssh2';
 import { BIN, startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
 import { findBinary } from '../helpers/postgres.ts';
-import { startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
 import { TmuxTerminal } from '../helpers/tmux.ts';
 
 let sshd: SshServer | null = null;
@@ -24,16 +24,11 @@ const terms: TmuxTerminal[] = [];
 
 before(async () => {
   const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessSshd(probe)) return;
-  if (!findBinary('tmux')) {
-    if (process.env.CI === 'true') throw new Error('tmux not installed (required in CI)');
-    skipped = 'tmux not installed';
-    return;
-  }
+  if (skipUnlessSshd(probe, 'tmux')) return;
   sshd = await startSshd();
   sshPort = await freePort();
   const apiPort = await freePort();
-  const target = { type: 'ssh', host: sshd.host, port: sshd.port, user: sshd.user, privateKey: `file:${sshd.clientKeyFile}`, hostKey: sshd.hostKeyFingerprint };
+  const target = sshTarget(sshd);
   gw = await startGateway({
     extra: {
       listen: { api: `127.0.0.1:${apiPort}`, ssh: `127.0.0.1:${sshPort}` },

@@ -12,7 +12,7 @@ import ssh2 from 'ssh2';
 import path from 'node:path';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
-import { startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
 
 let sshd: SshServer | null = null;
 let gw: GatewayUnderTest | null = null;
@@ -30,7 +30,7 @@ before(async () => {
   sshd = await startSshd();
   sshPort = await freePort();
   apiPort = await freePort();
-  const target = { type: 'ssh', host: sshd.host, port: sshd.port, user: sshd.user, privateKey: `file:${sshd.clientKeyFile}`, hostKey: sshd.hostKeyFingerprint };
+  const target = sshTarget(sshd);
   gw = await startGateway({
     extra: {
       listen: { api: `127.0.0.1:${apiPort}`, ssh: `127.0.0.1:${sshPort}` },
