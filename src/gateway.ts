@@ -164,7 +164,7 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
           guard,
           registry,
           reviews,
-          connections: new Map(config.connections.filter((c) => c.type === 'http').map((c) => [c.name, c])),
+          connections: new Map(config.connections.filter((c) => c.type === 'http' || c.type === 'kubernetes' || c.type === 'llm').map((c) => [c.name, c])),
           maskers,
           tls: { cert: mat.cert, key: mat.key },
           limits: { headersTimeoutMs: limits.authTimeoutMs, requestTimeoutMs: 300_000 },

@@ -27,6 +27,8 @@ commands:
   approvals show ID                      a review: statement, requester, rule, approvals, expiry, preview
   approvals approve ID [--comment TEXT]  approve a held statement (needs your key: --key NAME.KEY or GATEHOUSE_KEY)
   approvals deny ID --reason TEXT        deny it; the requester is told the reason
+  kubeconfig CONNECTION [--key NAME.KEY] [--server URL] [-o FILE]
+                                         a kubeconfig for kubectl through the gateway (HTTP listener)
   policy test --policy FILE [--session ID | --since 7d]
                                          replay recorded commands against a candidate policy; show changed verdicts
 
@@ -64,6 +66,7 @@ const options = {
   policy: { type: 'string' },
   session: { type: 'string' },
   since: { type: 'string' },
+  server: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
 
@@ -99,6 +102,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import('./approvals.ts')).approvalsCommand(ctx);
       case 'policy':
         return await (await import('./policy.ts')).policyCommand(ctx);
+      case 'kubeconfig':
+        return await (await import('./kubeconfig.ts')).kubeconfigCommand(ctx);
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

@@ -5,7 +5,7 @@ import { keyIdOf, loadPublicKey } from '../journal/signer.ts';
 import { UsageError, type CliContext } from './main.ts';
 import { withStore } from './store.ts';
 import type { Store } from '../store/db.ts';
-import { checkEvent, encodeCast, replayDelays, type CastEvent, type CastHeader } from '../protocols/ssh/asciicast.ts';
+import { checkEvent, encodeCast, parseResize, replayDelays, type CastEvent, type CastHeader } from '../session/asciicast.ts';
 
 export async function sessionsCommand(ctx: CliContext): Promise<number> {
   const [sub, id] = ctx.positionals;
@@ -87,20 +87,31 @@ function numberOption(v: unknown, name: string, dflt: number | undefined): numbe
 }
 
 /**
- * The recording of a session's (first) interactive shell, rebuilt from the journal alone: the
- * header from the shell's command event, the events from its `output` events, in order.
+ * The recording of a session's first terminal (an SSH shell, a Kubernetes exec/attach), rebuilt
+ * from the journal alone: the header from the command event, the events from its `output`
+ * events, in order. A resize before any output (kubectl sends the size only once the stream is
+ * open) gives the header's size.
  */
 async function loadCast(store: Store, id: string): Promise<{ session: string; header: CastHeader; events: CastEvent[] }> {
   const t = await sessionTimeline(store, id);
   if (!t) throw new Error(`no session "${id}"; see \`gatehouse sessions list\``);
-  const shell = t.events.find((e) => e.type === 'command' && e.data.channel === 'shell' && !e.data.detected && e.data.cast);
-  if (!shell) throw new Error(`session ${t.session.id} has no recorded shell (only SSH interactive shells are recorded as asciicast)`);
+  const shell = t.events.find((e) => e.type === 'command' && !e.data.detected && e.data.cast);
+  if (!shell) throw new Error(`session ${t.session.id} has no recorded terminal (SSH shells and kubectl exec/attach are recorded as asciicast)`);
   const h = shell.data.cast as Partial<CastHeader>;
   const header: CastHeader = { version: 2, width: Number(h.width) || 80, height: Number(h.height) || 24, timestamp: h.timestamp, env: h.env };
   const events: CastEvent[] = [];
   for (const e of t.events) {
     if (e.type !== 'output' || e.data.command !== shell.seq || !Array.isArray(e.data.cast)) continue;
     for (const c of e.data.cast) events.push(checkEvent(c));
+  }
+  const first = events.findIndex((ev) => ev[1] !== 'i');
+  if (first >= 0 && events[first]![1] === 'r') {
+    const size = parseResize(events[first]![2]);
+    if (size) {
+      header.width = size.cols;
+      header.height = size.rows;
+      events.splice(first, 1);
+    }
   }
   return { session: t.session.id, header, events };
 }

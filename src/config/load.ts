@@ -40,17 +40,27 @@ export function parseConfig(raw: unknown, configDir: string): Config {
   const cfg: Config = { ...parsed.data, configDir, policy: loadPolicy((raw as { policy?: unknown } | null)?.policy ?? {}, configDir) };
   cfg.dataDir = resolve(configDir, cfg.dataDir);
   const seen = new Set<string>();
+  const hosts = new Map<string, string>();
   cfg.connections.forEach((c, i) => {
     const field = `connections[${i}]`;
     if (seen.has(c.name)) throw new ConfigError(`${field}.name`, `duplicate connection name "${c.name}"`);
     seen.add(c.name);
+    for (const h of ('hosts' in c && c.hosts) || []) {
+      const other = hosts.get(h.toLowerCase());
+      if (other) throw new ConfigError(`${field}.hosts`, `host name "${h}" is already routed to connection "${other}"`);
+      hosts.set(h.toLowerCase(), c.name);
+    }
     if ('password' in c && c.password !== undefined) c.password = resolveSecret(c.password, `${field}.password`, configDir);
     if ('ca' in c && c.ca !== undefined) c.ca = resolveSecret(c.ca, `${field}.ca`, configDir);
+    if ('clientCert' in c && c.clientCert !== undefined) {
+      c.clientCert.cert = resolveSecret(c.clientCert.cert, `${field}.clientCert.cert`, configDir);
+      c.clientCert.key = resolveSecret(c.clientCert.key, `${field}.clientCert.key`, configDir);
+    }
     if (c.type === 'ssh') {
       if (c.privateKey !== undefined) c.privateKey = resolveSecret(c.privateKey, `${field}.privateKey`, configDir);
       if (c.passphrase !== undefined) c.passphrase = resolveSecret(c.passphrase, `${field}.passphrase`, configDir);
     }
-    if (c.type === 'http' && c.auth) {
+    if ((c.type === 'http' || c.type === 'kubernetes' || c.type === 'llm') && c.auth) {
       const a = c.auth;
       if ('bearer' in a) a.bearer = resolveSecret(a.bearer, `${field}.auth.bearer`, configDir);
       else if ('basic' in a) a.basic.password = resolveSecret(a.basic.password, `${field}.auth.basic.password`, configDir);

@@ -75,9 +75,9 @@ const httpAuth = z.union([
   z.strictObject({ header: z.strictObject({ name: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/, 'expected an HTTP header name'), value: z.string() }) }),
 ]);
 
-export const httpConnection = z.strictObject({
+/** What every HTTP-like connection has: the upstream, the injected credentials, TLS to it, masking. */
+const httpCommon = {
   name,
-  type: z.literal('http'),
   /** upstream base URL, e.g. https://api.internal:8443/v1 */
   url: z
     .string()
@@ -87,8 +87,39 @@ export const httpConnection = z.strictObject({
   auth: httpAuth.optional(),
   /** PEM CA bundle (or file:/env: ref) the upstream's certificate is verified against */
   ca: z.string().optional(),
-  /** masking of the journal's body samples (see docs/masking.md) */
+  /** a client certificate presented to the upstream (mTLS); PEM or file:/env: refs */
+  clientCert: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  /**
+   * Host names (as the client sends them in Host / SNI, without port) that reach this connection
+   * at the root path, besides /c/<name>/; e.g. billing.gatehouse.internal.
+   */
+  hosts: z.array(z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, 'expected a DNS host name')).optional(),
+  /** masking of response bodies to the client and of the journal's samples (see docs/masking.md) */
   mask: maskConfigSchema.optional(),
+};
+
+export const httpConnection = z.strictObject({ ...httpCommon, type: z.literal('http') });
+
+export const kubernetesConnection = z.strictObject({
+  ...httpCommon,
+  type: z.literal('kubernetes'),
+  /** send Impersonate-User/-Group for the caller, so the cluster's RBAC and audit see who it is */
+  impersonate: z.boolean().default(false),
+});
+
+export const llmConnection = z.strictObject({
+  ...httpCommon,
+  type: z.literal('llm'),
+  /** model globs a request may name; omitted: any */
+  models: z.array(z.string().min(1)).min(1).optional(),
+  /** largest max_tokens a request may ask for; a request without one gets this as its limit */
+  maxTokensPerRequest: z.number().int().min(1).optional(),
+  /** tokens (prompt + completion, as the upstream reports them) per identity per UTC day */
+  maxTokensPerDay: z.number().int().min(1).optional(),
+  /** mask prompts with the connection's `mask` rules before they reach the model */
+  maskPrompts: z.boolean().default(true),
+  /** largest request body the gateway reads to inspect (prompts are checked whole) */
+  maxRequestBytes: z.number().int().min(1024).max(64 << 20).default(4 << 20),
 });
 
 export const configSchema = z.strictObject({
@@ -152,7 +183,7 @@ export const configSchema = z.strictObject({
       secret: z.string().min(1),
     })
     .optional(),
-  connections: z.array(z.discriminatedUnion('type', [postgresConnection, mysqlConnection, sshConnection, httpConnection])).default([]),
+  connections: z.array(z.discriminatedUnion('type', [postgresConnection, mysqlConnection, sshConnection, httpConnection, kubernetesConnection, llmConnection])).default([]),
 });
 
 export type RawConfig = z.input<typeof configSchema>;
@@ -160,5 +191,8 @@ export type Config = Omit<z.output<typeof configSchema>, 'policy'> & { configDir
 export type PostgresConnection = z.output<typeof postgresConnection>;
 export type MysqlConnection = z.output<typeof mysqlConnection>;
 export type SshConnection = z.output<typeof sshConnection>;
-export type HttpConnection = z.output<typeof httpConnection>;
+/** Every connection served by the HTTP listener. */
+export type HttpConnection = z.output<typeof httpConnection> | z.output<typeof kubernetesConnection> | z.output<typeof llmConnection>;
+export type KubernetesConnection = z.output<typeof kubernetesConnection>;
+export type LlmConnection = z.output<typeof llmConnection>;
 export type Connection = PostgresConnection | MysqlConnection | SshConnection | HttpConnection;

@@ -77,6 +77,27 @@ export interface Classification {
    * effects (PREPARE, DEALLOCATE) and EXECUTE resolution apply per statement, not to the blend.
    */
   statements?: Classification[];
+  /** Kubernetes API requests only: the request's facts, matched by a rule's `kubernetes:` block. */
+  kubernetes?: KubernetesFacts;
+}
+
+/**
+ * What a Kubernetes API request does, as the API server's own authorizer sees it
+ * (k8s.io/apiserver RequestInfo). Wire-free: the HTTP adapter derives it from method and path.
+ */
+export interface KubernetesFacts {
+  /** get, list, watch, create, update, patch, delete, deletecollection; for non-resource URLs the lower-case HTTP method */
+  verb: string;
+  /** '' for the core group */
+  apiGroup: string;
+  apiVersion: string;
+  /** '' for non-resource requests (/version, /apis, /healthz) */
+  resource: string;
+  /** exec, attach, portforward, log, status, scale, … or '' */
+  subresource: string;
+  /** '' for cluster-scoped resources and all-namespace lists */
+  namespace: string;
+  name: string;
 }
 
 /** A classification that admits it cannot see what the command does. */

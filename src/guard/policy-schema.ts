@@ -98,6 +98,17 @@ export const matchSchema = z.strictObject({
   tables: readWrite.optional(),
   schemas: readWrite.optional(),
   flags: names.optional(),
+  /** Kubernetes API requests: globs on the request's facts (a rule with this block matches nothing else) */
+  kubernetes: z
+    .strictObject({
+      verbs: globs.optional(),
+      apiGroups: z.array(z.string()).min(1, 'expected at least one entry').optional(),
+      resources: globs.optional(),
+      subresources: z.array(z.string()).min(1, 'expected at least one entry').optional(),
+      namespaces: globs.optional(),
+      names: globs.optional(),
+    })
+    .optional(),
   when: z.string().min(1, 'expected a CEL condition').optional(),
 });
 

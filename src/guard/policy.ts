@@ -5,8 +5,8 @@
 // Everything that can be done once is done in the constructor (globs to RegExps, classes to
 // bit masks, CEL parsed, decisions pre-built and frozen), so that `decide` on the common path
 // allocates nothing: it runs on every statement, inside the client's latency.
-import type { Classification, CommandClass } from './classification.ts';
-import { COMMAND_CLASSES, REVIEW_DEFAULTS, compileCondition, type CelProgram, type Policy, type PolicyDefault, type ReadOnlyGrant, type Rule } from './policy-schema.ts';
+import type { Classification, CommandClass, KubernetesFacts } from './classification.ts';
+import { COMMAND_CLASSES, REVIEW_DEFAULTS, compileCondition, type CelProgram, type Policy, type PolicyDefault, type ReadOnlyGrant, type Rule, type RuleMatch } from './policy-schema.ts';
 import { parseDuration } from '../util/duration.ts';
 
 export interface Facts {
@@ -125,6 +125,43 @@ function schemaMatches(m: SchemaMatcher, names: readonly string[]): boolean {
   return false;
 }
 
+/**
+ * A rule's `kubernetes:` block: each listed fact must match one of its globs; unlisted facts
+ * match anything. Exact sets for apiGroups and subresources, where '' (core group, no
+ * subresource) must be writable.
+ */
+interface KubeMatcher {
+  verbs: RegExp | null;
+  apiGroups: Set<string> | null;
+  resources: RegExp | null;
+  subresources: Set<string> | null;
+  namespaces: RegExp | null;
+  names: RegExp | null;
+}
+
+function kubeMatcher(k: NonNullable<RuleMatch['kubernetes']>): KubeMatcher {
+  return {
+    verbs: k.verbs ? anyGlob(k.verbs) : null,
+    apiGroups: k.apiGroups ? new Set(k.apiGroups) : null,
+    resources: k.resources ? anyGlob(k.resources) : null,
+    subresources: k.subresources ? new Set(k.subresources) : null,
+    namespaces: k.namespaces ? anyGlob(k.namespaces) : null,
+    names: k.names ? anyGlob(k.names) : null,
+  };
+}
+
+function kubeMatches(m: KubeMatcher, f: KubernetesFacts | undefined): boolean {
+  if (!f) return false;
+  return (
+    (m.verbs === null || m.verbs.test(f.verb)) &&
+    (m.apiGroups === null || m.apiGroups.has(f.apiGroup)) &&
+    (m.resources === null || m.resources.test(f.resource)) &&
+    (m.subresources === null || m.subresources.has(f.subresource)) &&
+    (m.namespaces === null || m.namespaces.test(f.namespace)) &&
+    (m.names === null || m.names.test(f.name))
+  );
+}
+
 // --- compiled rules -----------------------------------------------------------------------------
 
 interface CompiledRule {
@@ -143,6 +180,7 @@ interface CompiledRule {
   schemasRead: SchemaMatcher | null;
   schemasWrite: SchemaMatcher | null;
   hasSchemas: boolean;
+  kubernetes: KubeMatcher | null;
   when: CelProgram | null;
   /** An allow rule decides an unknown-class command only when it names `unknown` itself. */
   allowsUnknown: boolean;
@@ -232,6 +270,7 @@ function compileRule(rule: Rule): CompiledRule {
     schemasRead: m.schemas?.read ? schemaMatcher(m.schemas.read) : null,
     schemasWrite: m.schemas?.write ? schemaMatcher(m.schemas.write) : null,
     hasSchemas: m.schemas !== undefined,
+    kubernetes: m.kubernetes ? kubeMatcher(m.kubernetes) : null,
     when,
     allowsUnknown: (classes & UNKNOWN) !== 0,
     allowsLocalFile: m.flags?.includes(LOCAL_FILE_FLAG) ?? false,
@@ -370,6 +409,7 @@ export class PolicyEngine {
       if (r.types !== null && !anyIn(c.types, r.types)) continue;
       if (r.flags !== null && !allOf(r.flags, c.flags)) continue;
       if (r.hasTables && !((r.tablesRead !== null && tableMatches(r.tablesRead, c.reads)) || (r.tablesWrite !== null && tableMatches(r.tablesWrite, c.writes)))) continue;
+      if (r.kubernetes !== null && !kubeMatches(r.kubernetes, c.kubernetes)) continue;
       if (r.hasSchemas && !((r.schemasRead !== null && schemaMatches(r.schemasRead, c.reads)) || (r.schemasWrite !== null && schemaMatches(r.schemasWrite, c.writes)))) continue;
       if (r.when !== null) {
         celContext ??= celFacts(facts);

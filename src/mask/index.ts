@@ -9,3 +9,4 @@ export type { Detector, DetectorName } from './detectors.ts';
 export { Masker, ERROR_TEXT, partial } from './masker.ts';
 export type { ColumnPlan, ColumnPlanEntry, ColumnRef, MaskerOptions } from './masker.ts';
 export { StreamMasker } from './stream.ts';
+export { JsonStreamMasker, JSON_TOKEN_CAP, JSON_MAX_DEPTH, type JsonStreamOptions } from './json-stream.ts';

@@ -112,6 +112,20 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('ssh_keys_identity').on('ssh_keys').column('identity_id').execute();
     },
   },
+  '0005_llm_usage': {
+    // Tokens an identity spent on `type: llm` connections, per UTC day, for the daily budget
+    // (src/store/llm-usage.ts). One row per identity and day, updated in place by an upsert.
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('llm_usage')
+        .addColumn('identity_id', 'text', (c) => c.notNull())
+        .addColumn('day', 'text', (c) => c.notNull())
+        .addColumn('tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('llm_usage_pk', ['identity_id', 'day'])
+        .execute();
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

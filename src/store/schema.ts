@@ -88,6 +88,16 @@ export interface SshKeyTable {
   created_at: string;
 }
 
+/** Tokens an identity spent on LLM connections in one UTC day (src/store/llm-usage.ts). */
+export interface LlmUsageTable {
+  identity_id: string;
+  /** 'YYYY-MM-DD', UTC */
+  day: string;
+  /** total tokens (prompt + completion) as the upstream reported them, plus open reservations */
+  tokens: number;
+  updated_at: string;
+}
+
 export interface DB {
   identities: IdentityTable;
   ssh_keys: SshKeyTable;
@@ -95,6 +105,7 @@ export interface DB {
   events: EventTable;
   checkpoints: CheckpointTable;
   reviews: ReviewTable;
+  llm_usage: LlmUsageTable;
 }
 
 export type { Generated };

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CastFormatError, decodeCast, encodeCast, encodeHeader, parseResize, replayDelays, type CastEvent } from '../../src/protocols/ssh/asciicast.ts';
+import { CastFormatError, decodeCast, encodeCast, encodeHeader, parseResize, replayDelays, type CastEvent } from '../../src/session/asciicast.ts';
 import { LineTracker } from '../../src/protocols/ssh/command-lines.ts';
 
 test('asciicast: encode then decode gives the same header and events', () => {

@@ -4,7 +4,8 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Classification } from '../../guard/classification.ts';
 import type { HttpConnection } from '../../config/schema.ts';
 import type { Masker } from '../../mask/masker.ts';
-import type { Counts } from '../../mask/counts.ts';
+import { mergeCounts, type Counts } from '../../mask/counts.ts';
+import { JsonStreamMasker } from '../../mask/json-stream.ts';
 
 /** Bytes of a request or response body kept in the journal. */
 export const SAMPLE_BYTES = 4096;
@@ -17,11 +18,38 @@ export interface Route {
   query: string;
 }
 
-/** null: not under /c/…; 'bad': a path the gateway refuses to forward (dot segments, bad escapes). */
-export function route(url: string | undefined): Route | null | 'bad' {
+/**
+ * The connection a request is for: by host name where configured (`hosts:`, the whole path is
+ * the upstream's), else under `/c/<connection>/`. null: neither; 'bad': a path the gateway
+ * refuses to forward (dot segments, bad escapes).
+ */
+export function route(url: string | undefined, host?: string, hosts?: ReadonlyMap<string, string>): Route | null | 'bad' {
+  if (host && hosts && hosts.size > 0) {
+    const byHost = hosts.get(hostName(host));
+    if (byHost !== undefined) return (url ?? '').startsWith('/') ? routeRest(byHost, url!) : 'bad';
+  }
   const m = /^\/c\/([^/?#]+)([^#]*)$/.exec(url ?? '');
   if (!m) return null;
-  let rest = m[2] || '/';
+  let connection: string;
+  try {
+    connection = decodeURIComponent(m[1]!);
+  } catch {
+    return 'bad';
+  }
+  return routeRest(connection, m[2] || '/');
+}
+
+/** The Host header's name part, lower-case, without port or IPv6 brackets. */
+export function hostName(host: string): string {
+  const h = host.trim().toLowerCase();
+  if (h.startsWith('[')) return h.slice(1, h.indexOf(']') < 0 ? undefined : h.indexOf(']'));
+  const colon = h.indexOf(':');
+  return colon < 0 ? h : h.slice(0, colon);
+}
+
+function routeRest(connection: string, restIn: string): Route | 'bad' {
+  if (restIn.includes('#')) return 'bad';
+  let rest = restIn;
   if (rest.startsWith('?')) rest = '/' + rest;
   const q = rest.indexOf('?');
   const path = q < 0 ? rest : rest.slice(0, q);
@@ -34,12 +62,6 @@ export function route(url: string | undefined): Route | null | 'bad' {
   }
   // The upstream may normalise `..`; the guard judged the path as written, so refuse them.
   if (/(^|\/)\.\.?(\/|$)/.test(decoded) || decoded.includes('\\') || decoded.includes('\0')) return 'bad';
-  let connection: string;
-  try {
-    connection = decodeURIComponent(m[1]!);
-  } catch {
-    return 'bad';
-  }
   return { connection, rest, path: decoded, query };
 }
 
@@ -74,7 +96,8 @@ export function upstreamHeaders(headers: IncomingHttpHeaders, c: HttpConnection)
   const named = connectionTokens(headers);
   const out: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || CLIENT_ONLY.has(k) || named.has(k)) continue;
+    // Impersonate-*: a client must never act as someone else with the gateway's credentials.
+    if (v === undefined || HOP_BY_HOP.has(k) || CLIENT_ONLY.has(k) || named.has(k) || k.startsWith('impersonate-')) continue;
     out[k] = v;
   }
   // Content-Length passes as sent (node's parser has already refused conflicting ones).
@@ -121,12 +144,20 @@ export class BodySample {
     this.size += part.length;
   }
 
-  /** The sample as text, masked when the connection masks; undefined for binary bodies. */
-  text(masker: Masker | null, counts: Counts): { text: string; truncated: boolean } | undefined {
+  /** The sample as text, masked when the connection masks (JSON by key name too); undefined for binary bodies. */
+  text(masker: Masker | null, counts: Counts, json = false): { text: string; truncated: boolean } | undefined {
     if (!this.enabled || this.bytes === 0) return undefined;
+    const raw = Buffer.concat(this.chunks);
+    let text: string;
+    if (masker && json) {
+      const m = new JsonStreamMasker(masker);
+      text = Buffer.concat([m.push(raw), m.end()]).toString('utf8');
+      mergeCounts(counts, m.counts);
+    } else {
+      text = raw.toString('utf8');
+      if (masker) text = masker.maskText(text, counts);
+    }
     // A multi-byte character cut at the end decodes as U+FFFD; dropped rather than kept.
-    let text = Buffer.concat(this.chunks).toString('utf8').replace(/\uFFFD+$/, '');
-    if (masker) text = masker.maskText(text, counts);
-    return { text, truncated: this.bytes > this.size };
+    return { text: text.replace(/\uFFFD+$/, ''), truncated: this.bytes > this.size };
   }
 }

@@ -20,7 +20,8 @@ import type { Classification } from '../../guard/classification.ts';
 import { hasCounts } from '../../mask/counts.ts';
 import type { StreamMasker } from '../../mask/stream.ts';
 import type { Execution } from '../../session/session.ts';
-import { castTime, resizeData, type CastEvent, type CastHeader } from './asciicast.ts';
+import { resizeData, type CastHeader } from '../../session/asciicast.ts';
+import { CastRecorder } from '../../session/cast-recorder.ts';
 import { LineTracker } from './command-lines.ts';
 import { DENIED_STATUS, GATEWAY_FAILURE_STATUS, denialText, refuse, type ExecContext, type ExecRequest } from './exec.ts';
 import { connectInput, exitResultStatus, finishChannel } from './streams.ts';
@@ -41,10 +42,6 @@ export interface ShellRequest {
 
 /** The text of the shell's own command event. */
 export const SHELL_TEXT = '<interactive shell>';
-/** A journal output event holds at most this many characters of cast data… */
-const CHUNK_CHARS = 16 * 1024;
-/** …or what arrived within this long after its first event. */
-const CHUNK_MS = 100;
 /** A held line (a prompt) is let through after this long without output. */
 const QUIET_FLUSH_MS = 25;
 /** Typed input is recorded per line, or in pieces this long. */
@@ -65,45 +62,6 @@ export const SHELL_CLASSIFICATION: Classification = {
   functions: [],
   reason: 'an interactive shell runs whatever is typed into it',
 };
-
-/** Buffers cast events and writes them to the journal in bounded chunks. */
-class CastRecorder {
-  private events: CastEvent[] = [];
-  private chars = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private readonly t0 = process.hrtime.bigint();
-  chunks = 0;
-
-  constructor(private readonly emit: (cast: CastEvent[]) => void) {}
-
-  add(code: CastEvent[1], data: string): void {
-    if (!data) return;
-    const t = castTime(Number(process.hrtime.bigint() - this.t0) / 1e9);
-    for (let i = 0; i < data.length; ) {
-      let end = Math.min(data.length, i + (CHUNK_CHARS - this.chars));
-      // never split a surrogate pair
-      if (end < data.length && end > i + 1 && /[\udc00-\udfff]/.test(data[end]!)) end--;
-      const piece = i === 0 && end === data.length ? data : data.slice(i, end);
-      this.events.push([t, code, piece]);
-      this.chars += piece.length + 16;
-      i = end;
-      if (this.chars >= CHUNK_CHARS) this.flush();
-    }
-    if (this.events.length && !this.timer) this.timer = setTimeout(() => this.flush(), CHUNK_MS);
-  }
-
-  flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    if (!this.events.length) return;
-    const cast = this.events;
-    this.events = [];
-    this.chars = 0;
-    this.chunks++;
-    this.emit(cast);
-  }
-}
-
 
 export async function runShell(ctx: ShellContext, ch: ssh2.ServerChannel, req: ShellRequest): Promise<void> {
   const { session } = ctx;

@@ -1,0 +1,189 @@
+// Upgraded connections (WebSocket; SPDY for kubectl's fallback): the request is admitted, judged
+// and recorded like any other, then the upstream's 101 is relayed and bytes flow both ways with
+// backpressure. Kubernetes exec/attach streams are observed (never altered) and recorded as a
+// terminal session (asciicast, stdin included), replayable with `gatehouse sessions replay`.
+import http from 'node:http';
+import https from 'node:https';
+import type net from 'node:net';
+import { StringDecoder } from 'node:string_decoder';
+import type { Execution, HoldOutcome } from '../../session/session.ts';
+import type { CastHeader } from '../../session/asciicast.ts';
+import { resizeData } from '../../session/asciicast.ts';
+import { CastRecorder } from '../../session/cast-recorder.ts';
+import { denialRefusal, dialectOf, refusalBody, type Dialect, type Refusal } from './errors.ts';
+import { KubeExecObserver, parseExecQuery, type KubeStreamEvent } from './kube-stream.ts';
+import { describe, masksFor, outgoingHeaders, upstreamUrl, type ProxyContext } from './proxy.ts';
+import type { Route } from './request.ts';
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable' };
+
+/** A refusal written on a socket that was about to be upgraded (there is no ServerResponse). */
+export function refuseRaw(sock: net.Socket, dialect: Dialect, status: number, r: Refusal, headers: Record<string, string> = {}): void {
+  if (!sock.writable) return void sock.destroy();
+  const body = JSON.stringify(refusalBody(dialect, status, r)) + '\n';
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  sock.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${extra}Connection: close\r\n\r\n${body}`);
+}
+
+/** The response head of an upgrade, as the upstream sent it (raw headers keep their case and order). */
+function responseHead(res: http.IncomingMessage): string {
+  let out = `HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n`;
+  for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) out += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
+  return out + '\r\n';
+}
+
+/** A terminal stream of kubectl exec/attach: the subresource, and a WebSocket (SPDY is relayed unobserved). */
+function isKubeTerminal(ctx: ProxyContext, kubeSub: string, req: http.IncomingMessage): boolean {
+  return ctx.connection.type === 'kubernetes' && (kubeSub === 'exec' || kubeSub === 'attach') && /websocket/i.test(req.headers.upgrade ?? '');
+}
+
+export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage, sock: net.Socket, head: Buffer, r: Route): Promise<void> {
+  const { session, connection: c } = ctx;
+  const dialect = dialectOf(c);
+  const method = req.method ?? 'GET';
+  sock.setNoDelay(true);
+  const d = describe(c, method, r, req.headers['content-type']);
+  const kube = d.classification.kubernetes;
+  const terminal = isKubeTerminal(ctx, kube?.subresource ?? '', req);
+  const exec = terminal ? parseExecQuery(new URLSearchParams(r.query)) : null;
+  (d.meta.http as Record<string, unknown>).upgrade = String(req.headers.upgrade ?? '').slice(0, 64);
+  const header: CastHeader | undefined = exec ? { version: 2, width: 80, height: 24, timestamp: Math.floor(Date.now() / 1000), title: exec.command.join(' ').slice(0, 200) || kube?.subresource } : undefined;
+  if (exec) d.meta.exec = { command: exec.command, container: exec.container, tty: exec.tty, stdin: exec.stdin };
+  if (header) d.meta.cast = header;
+
+  // Upgraded streams are not masked: refuse them to identities whose results must be (fail closed).
+  if (masksFor(ctx)) {
+    session.emit('command', { kind: 'http', text: d.text, ...d.meta, verdict: { action: 'block', rule: 'connection.mask', reason: 'streams cannot be masked' } });
+    return refuseRaw(sock, dialect, 403, { error: 'unmaskable_stream', reason: `connection "${c.name}" masks results, and upgraded streams (WebSocket, exec, attach) cannot be masked`, hint: 'ask for a group listed in the connection\'s mask.unmaskedGroups, or use requests that return JSON' });
+  }
+
+  let rec: Execution;
+  try {
+    rec = await session.run({ kind: 'http', text: d.text, meta: d.meta }, d.classification);
+  } catch (e) {
+    ctx.log('http upgrade not recorded; refused', { session: session.id, error: (e as Error).message });
+    return refuseRaw(sock, dialect, 503, { error: 'not_recorded', reason: 'the request was refused because the gateway could not record it', hint: 'try again later' });
+  }
+  if (rec.verdict.action !== 'allow') {
+    const outcome: HoldOutcome = await session.hold(rec).catch((e: Error) => ({
+      action: 'deny' as const,
+      denial: { code: 'review_failed', rule: rec.verdict.rule, reason: `the review could not be created (${e.message})`, hint: 'try again later' },
+    }));
+    if (outcome.action === 'deny') {
+      rec.finish({ status: 'denied', error: { code: outcome.denial.code, message: outcome.denial.reason }, meta: { status: 403 } });
+      return refuseRaw(sock, dialect, 403, denialRefusal(outcome.denial));
+    }
+  }
+  if (sock.destroyed) return rec.finish({ status: 'not_run', error: { message: 'client disconnected' } });
+
+  const target = upstreamUrl(c, r);
+  const headers = outgoingHeaders(ctx, req, false);
+  headers.connection = 'Upgrade';
+  headers.upgrade = req.headers.upgrade;
+  const tlsOpts = target.protocol === 'https:' ? { ca: c.ca, cert: c.clientCert?.cert, key: c.clientCert?.key } : {};
+  const up = (target.protocol === 'https:' ? https : http).request(target, { method, headers, agent: false, ...tlsOpts });
+  let finished = false;
+  let bytesIn = head.length;
+  let bytesOut = 0;
+  let status = 0;
+  let exitCode: number | null | undefined;
+  let exitMessage: string | undefined;
+  const recorder = header ? new CastRecorder((cast) => session.emit('output', { command: rec.seq, cast })) : null;
+  const finish = (outcome: 'ok' | 'error' | 'unknown', error?: string) => {
+    if (finished) return;
+    finished = true;
+    recorder?.flush();
+    rec.finish({
+      status: outcome,
+      error: error ? { message: error } : undefined,
+      bytesIn,
+      bytesOut,
+      meta: { status: status || undefined, exitCode, exitMessage, recording: recorder ? { chunks: recorder.chunks } : undefined },
+    });
+  };
+
+  up.on('upgrade', (ures, usock, uhead) => {
+    status = ures.statusCode ?? 101;
+    usock.setNoDelay(true);
+    if (!sock.writable) {
+      usock.destroy();
+      return finish('unknown', 'client disconnected');
+    }
+    sock.write(responseHead(ures));
+    const observer = recorder ? new KubeExecObserver(String(ures.headers['sec-websocket-protocol'] ?? '')) : null;
+    const decoders = new Map<string, StringDecoder>();
+    const onEvents = (events: KubeStreamEvent[]) => {
+      for (const e of events) {
+        if (e.type === 'stdout' || e.type === 'stderr' || e.type === 'stdin') {
+          let dec = decoders.get(e.type);
+          if (!dec) decoders.set(e.type, (dec = new StringDecoder('utf8')));
+          recorder!.add(e.type === 'stdin' ? 'i' : 'o', dec.write(e.data));
+        } else if (e.type === 'resize') recorder!.add('r', resizeData(e.cols, e.rows));
+        else if (e.type === 'exit') {
+          exitCode = e.code;
+          exitMessage = e.message;
+        }
+      }
+    };
+    const fromServer = (b: Buffer) => {
+      bytesOut += b.length;
+      if (observer) onEvents(observer.fromServer(b));
+    };
+    const fromClient = (b: Buffer) => {
+      bytesIn += b.length;
+      if (observer) onEvents(observer.fromClient(b));
+    };
+    if (uhead.length) {
+      fromServer(uhead);
+      sock.write(uhead);
+    }
+    if (head.length) {
+      if (observer) onEvents(observer.fromClient(head));
+      usock.write(head);
+    }
+    usock.on('data', fromServer);
+    sock.on('data', fromClient);
+    usock.pipe(sock);
+    sock.pipe(usock);
+    const end = (why: string) => () => {
+      sock.destroy();
+      usock.destroy();
+      finish(why === 'closed' ? 'ok' : 'error', why === 'closed' ? undefined : why);
+    };
+    usock.once('close', end('closed'));
+    sock.once('close', end('closed'));
+    usock.once('error', (e) => end(`upstream stream failed: ${e.message}`)());
+    sock.once('error', (e) => end(`client stream failed: ${e.message}`)());
+  });
+  // No upgrade: the upstream answered with a plain response (an error, typically); relay it.
+  up.on('response', (ures) => {
+    status = ures.statusCode ?? 502;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    ures.on('data', (b: Buffer) => {
+      if (size < 64 * 1024) chunks.push(b);
+      size += b.length;
+    });
+    ures.once('end', () => {
+      const body = Buffer.concat(chunks).subarray(0, 64 * 1024);
+      bytesOut = body.length;
+      let out = `HTTP/1.1 ${status} ${ures.statusMessage ?? ''}\r\n`;
+      for (let i = 0; i + 1 < ures.rawHeaders.length; i += 2) {
+        const k = ures.rawHeaders[i]!.toLowerCase();
+        if (k === 'content-length' || k === 'transfer-encoding' || k === 'connection') continue;
+        out += `${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}\r\n`;
+      }
+      sock.end(Buffer.concat([Buffer.from(`${out}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`), body]));
+      finish(status < 500 ? 'ok' : 'error', status >= 400 ? `upstream refused the upgrade (${status})` : undefined);
+    });
+  });
+  up.on('error', (e) => {
+    ctx.log('http upstream failed', { connection: c.name, error: e.message });
+    finish('error', `upstream unreachable: ${e.message}`);
+    refuseRaw(sock, dialect, 502, { error: 'bad_gateway', reason: `connection "${c.name}": the upstream failed (${(e as NodeJS.ErrnoException).code ?? e.message})`, hint: 'check the upstream and the connection url' });
+  });
+  sock.once('close', () => {
+    if (status === 0) up.destroy();
+  });
+  up.end();
+}
