@@ -24,6 +24,8 @@
  *                   "0": skip it; "only": only the MySQL benchmark
  *   BENCH_SSH       "1" (default): then the SSH benchmark (bench/ssh.ts: cat throughput, concurrent
  *                   execs); "0": skip it; "only": only the SSH benchmark
+ *   BENCH_HTTP      "1" (default): then the HTTP benchmark (bench/http.ts: autocannon GET 1 KB,
+ *                   curl of 1 GiB); "0": skip it; "only": only the HTTP benchmark
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -35,6 +37,7 @@ import { startPgbouncer, type Pgbouncer } from '../test/helpers/pgbouncer.ts';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { mysqlBench } from './mysql.ts';
 import { sshBench } from './ssh.ts';
+import { httpBench } from './http.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,8').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
@@ -43,6 +46,7 @@ const ROWS = Number(process.env.BENCH_ROWS ?? 5_000_000);
 const CPU_PROF = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : null;
 const MYSQL = process.env.BENCH_MYSQL ?? '1';
 const SSH = process.env.BENCH_SSH ?? '1';
+const HTTP = process.env.BENCH_HTTP ?? '1';
 
 interface Target {
   name: string;
@@ -356,6 +360,10 @@ async function main(): Promise<void> {
     await mysqlBench();
     return;
   }
+  if (HTTP === 'only') {
+    await httpBench();
+    return;
+  }
   for (const b of ['initdb', 'postgres', 'psql', 'pgbench', 'pgbouncer']) need(b);
   const started = Date.now();
   const versions = (await run(need('pgbench'), ['--version'])).stdout.trim();
@@ -564,6 +572,7 @@ async function main(): Promise<void> {
   // After the PostgreSQL part has stopped everything it started, so the two do not compete.
   if (MYSQL !== '0') await mysqlBench();
   if (SSH !== '0') await sshBench();
+  if (HTTP !== '0') await httpBench();
 }
 
 main().then(
