@@ -64,7 +64,8 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       await reviews.close();
     });
     const guard = new Guard(config.policy);
-    await loadPostgresParser();
+    // The PostgreSQL parser (WASM) costs memory; a gateway without PostgreSQL need not load it.
+    if (config.listen.postgres || config.connections.some((c) => c.type === 'postgres')) await loadPostgresParser();
     const ports: Gateway['ports'] = {};
 
     const maskSecret = config.maskSecret ? Buffer.from(config.maskSecret, 'utf8') : loadOrCreateSecret(config.dataDir, 'mask.key');

@@ -196,7 +196,7 @@ export class Simulation {
     // Commands whose text is not a statement (sftp operations, forwarded connections, a shell
     // session) were classified by their adapter, not by parsing: their recorded classification
     // stands, except its table/path lists, which the record does not keep.
-    const recorded = recordedClassification(d.classification);
+    const recorded = recordedClassification(d.classification, d);
     const cls =
       d.protocol === 'function-call'
         ? unknownClassification(`fastpath function call`)
@@ -287,12 +287,28 @@ function recordedVerdict(d: Record<string, unknown>): VerdictSummary | null {
   return out;
 }
 
-/** The classification kept in a command event (class, types, flags, reason), or null. */
-function recordedClassification(c: unknown): Classification | null {
+/**
+ * The classification kept in a command event (class, types, flags, reason), or null. HTTP
+ * requests also get back their path (as reads, and writes for non-reads) and Kubernetes
+ * requests their facts, from the event's `http` and `kubernetes` fields, so path and
+ * `kubernetes:` rules are replayed too.
+ */
+function recordedClassification(c: unknown, d: Record<string, unknown>): Classification | null {
   if (!c || typeof c !== 'object') return null;
   const r = c as { class?: unknown; types?: unknown; flags?: unknown; reason?: unknown };
   if (typeof r.class !== 'string') return null;
   const strings = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
   const cls = r.class as Classification['class'];
-  return { class: cls, classes: [cls], types: strings(r.types), reads: [], writes: [], flags: strings(r.flags), functions: [], reason: typeof r.reason === 'string' ? r.reason : cls };
+  const out: Classification = { class: cls, classes: [cls], types: strings(r.types), reads: [], writes: [], flags: strings(r.flags), functions: [], reason: typeof r.reason === 'string' ? r.reason : cls };
+  const http = d.http as { path?: unknown } | undefined;
+  if (d.kind === 'http' && http && typeof http.path === 'string') {
+    out.reads = [http.path];
+    if (cls !== 'read') out.writes = [http.path];
+  }
+  const k = d.kubernetes as Record<string, unknown> | undefined;
+  if (k && typeof k === 'object' && typeof k.verb === 'string') {
+    const f = (x: unknown) => (typeof x === 'string' ? x : '');
+    out.kubernetes = { verb: k.verb, apiGroup: f(k.apiGroup), apiVersion: f(k.apiVersion), resource: f(k.resource), subresource: f(k.subresource), namespace: f(k.namespace), name: f(k.name) };
+  }
+  return out;
 }

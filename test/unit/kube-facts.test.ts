@@ -211,3 +211,12 @@ test('denialStatus: 403 Forbidden, rule, hint and review id in the message and i
   assert.equal(denialMessage({ code: 'x', rule: '', reason: 'r', hint: '' }), 'gatehouse: r');
   assert.equal(denialStatus({ code: 'slow', rule: 'r', reason: 'wait', hint: '', retryAfter: 2.5 }).details?.retryAfterSeconds, 3);
 });
+
+test('writes that run code or mint credentials are admin: ephemeral containers (kubectl debug), service-account tokens', () => {
+  const debug = classifyKube(kubeFacts('PATCH', '/api/v1/namespaces/prod/pods/web-1/ephemeralcontainers', new URLSearchParams()));
+  assert.equal(debug.class, 'admin');
+  const token = classifyKube(kubeFacts('POST', '/api/v1/namespaces/prod/serviceaccounts/builder/token', new URLSearchParams()));
+  assert.equal(token.class, 'admin');
+  // Reading them stays a read.
+  assert.equal(classifyKube(kubeFacts('GET', '/api/v1/namespaces/prod/pods/web-1/ephemeralcontainers', new URLSearchParams())).class, 'read');
+});

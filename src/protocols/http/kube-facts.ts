@@ -208,9 +208,18 @@ export function kubeReason(f: KubernetesFacts, path?: string): string {
 }
 
 /**
+ * Writes that hand out power rather than change state: an ephemeral container runs code in a
+ * pod (`kubectl debug`), a service-account token request mints a credential.
+ */
+function mintsOrRuns(f: KubernetesFacts): boolean {
+  if (READ_VERBS.has(f.verb)) return false;
+  return (f.resource === 'pods' && f.subresource === 'ephemeralcontainers') || (f.resource === 'serviceaccounts' && f.subresource === 'token');
+}
+
+/**
  * The guard's view of a Kubernetes request. Classes: `read` for get/list/watch, `write` for
  * create/update/patch/delete/deletecollection, `admin` for exec/attach/portforward/proxy (and the
- * legacy proxy verb) whatever the verb, `unknown` for a verb the API server does not know.
+ * legacy proxy verb; writes of pods/ephemeralcontainers and serviceaccounts/token) whatever the verb, `unknown` for a verb the API server does not know.
  * Non-resource URLs (`path` is then recorded) are reads for GET/HEAD/OPTIONS, writes otherwise.
  * Types: `k8s.<verb>`, then `k8s.<subresource>`. `reads` holds kubeRef() for read verbs, `writes`
  * for everything else, admin subresources included (a GET that opens a shell is not a read).
@@ -219,7 +228,7 @@ export function classifyKube(f: KubernetesFacts, path?: string): Classification 
   let cls: CommandClass;
   if (!f.resource) {
     cls = NON_RESOURCE_READS.has(f.verb) ? 'read' : NON_RESOURCE_WRITES.has(f.verb) ? 'write' : 'unknown';
-  } else if (ADMIN_SUBRESOURCES.has(f.subresource) || f.verb === 'proxy') {
+  } else if (ADMIN_SUBRESOURCES.has(f.subresource) || f.verb === 'proxy' || mintsOrRuns(f)) {
     cls = 'admin';
   } else if (READ_VERBS.has(f.verb)) {
     cls = 'read';

@@ -11,7 +11,7 @@ import type { Route } from './request.ts';
 
 export function describeKubeRequest(method: string, r: Route, http: Record<string, unknown>): Described {
   const facts = kubeFacts(method, r.path, new URLSearchParams(r.query));
-  return { text: `${method} ${r.rest}`, classification: classifyKube(facts), meta: { http, kubernetes: facts } };
+  return { text: `${method} ${r.rest}`, classification: classifyKube(facts, r.path), meta: { http, kubernetes: facts } };
 }
 
 /** Impersonation headers for the caller (the client's own Impersonate-* were stripped earlier). */

@@ -105,8 +105,9 @@ export function upstreamUrl(c: HttpConnection, r: Route): URL {
 export function outgoingHeaders(ctx: ProxyContext, req: http.IncomingMessage, maskOut: boolean): http.OutgoingHttpHeaders {
   const h = upstreamHeaders(req.headers, ctx.connection);
   if (ctx.connection.type === 'kubernetes') Object.assign(h, kubeHeaders(ctx.connection, ctx.session.identity));
-  // A masked body must be readable: ask for it uncompressed (a compressed one is refused below).
-  if (maskOut) h['accept-encoding'] = 'identity';
+  // A masked body, and a completion assembled for the journal, must be readable: ask for them
+  // uncompressed (a compressed body that must be masked is refused below).
+  if (maskOut || ctx.connection.type === 'llm') h['accept-encoding'] = 'identity';
   return h;
 }
 
@@ -250,7 +251,11 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
       up.write(ch);
     }
     req.on('data', (b: Buffer) => (bytesIn += b.length));
-    if (req.readableEnded) up.end();
+    // No body: end now, so the request head goes out in one write instead of waiting for 'end'.
+    if (req.readableEnded || !hasBody) {
+      req.resume();
+      up.end();
+    }
     else {
       req.pipe(up);
       req.resume();
@@ -273,7 +278,9 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     const outHeaders = clientHeaders(ur.headers);
     if (masking) delete outHeaders['content-length'];
     res.writeHead(status, ur.statusMessage, outHeaders);
-    res.flushHeaders();
+    // A body of known length follows at once, and goes out with the head in one write. A stream
+    // (SSE, a watch, chunked) may be silent for long: its head is sent now.
+    if (outHeaders['content-length'] === undefined) res.flushHeaders();
     let src: Readable = ur;
     if (masking) {
       const t = createBodyMasker(ctx.masker!, kind as 'json' | 'text');

@@ -80,6 +80,8 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
   const headers = outgoingHeaders(ctx, req, false);
   headers.connection = 'Upgrade';
   headers.upgrade = req.headers.upgrade;
+  // An observed stream must stay readable: no permessage-deflate (the recording would be lost).
+  if (terminal) delete headers['sec-websocket-extensions'];
   const tlsOpts = target.protocol === 'https:' ? { ca: c.ca, cert: c.clientCert?.cert, key: c.clientCert?.key } : {};
   const up = (target.protocol === 'https:' ? https : http).request(target, { method, headers, agent: false, ...tlsOpts });
   let finished = false;
@@ -122,6 +124,12 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
         else if (e.type === 'exit') {
           exitCode = e.code;
           exitMessage = e.message;
+        } else if (e.type === 'error' && e.fatal) {
+          // Fail closed: a terminal the gateway can no longer read is not left running unrecorded.
+          ctx.log('kubernetes stream not readable; closed', { session: session.id, error: e.message });
+          recorder!.add('o', `\r\n[gatehouse: stream closed: ${e.message}]\r\n`);
+          sock.destroy();
+          usock.destroy();
         }
       }
     };
@@ -145,9 +153,13 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
     sock.on('data', fromClient);
     usock.pipe(sock);
     sock.pipe(usock);
+    let ended = false;
     const end = (why: string) => () => {
       sock.destroy();
       usock.destroy();
+      if (ended) return;
+      ended = true;
+      if (observer) onEvents(observer.end());
       finish(why === 'closed' ? 'ok' : 'error', why === 'closed' ? undefined : why);
     };
     usock.once('close', end('closed'));
