@@ -55,6 +55,16 @@ import { addCount, newCounts, type Counts } from './counts.ts';
 import { ERROR_TEXT, type ColumnPlanEntry, type Hit, type Masker } from './masker.ts';
 import type { StreamMasker } from './stream.ts';
 
+/**
+ * The rule for a number or boolean. The built-in `*token*` rule is meant for credentials, but
+ * `"total_tokens": 12` or `"max_tokens": 256` in an API response is a count (LLM APIs are full of
+ * them), and masking it breaks clients: a number under a built-in rule whose key ends in
+ * "tokens" is scanned by the detectors instead. A numeric `"token"` or `"password"` is masked.
+ */
+function scalarRule(rule: Rule | null): Rule | null {
+  return rule !== null && rule.builtin && /tokens$/i.test(rule.label) ? null : rule;
+}
+
 /** Raw bytes of one string or number held at most before it is processed in pieces. */
 export const JSON_TOKEN_CAP = 64 * 1024;
 /** Deeper nesting is treated as not JSON (a hostile `[[[[…` must not grow a stack without bound). */
@@ -562,9 +572,9 @@ export class JsonStreamMasker {
 
   /** A number token ends before c[e] (a byte that cannot be in a number); returns e. */
   private endNumber(c: Buffer, e: number): number {
-    const rule = this.tokRule;
+    const rule = scalarRule(this.tokRule);
     this.total += e - this.tokBody;
-    if (this.mode === SWALLOW) this.replaced(this.overflow(rule!), e);
+    if (this.mode === SWALLOW) this.replaced(this.overflow(this.tokRule!), e);
     else if (this.mode === PIECES) {
       this.hold(c.subarray(this.tokBody, e));
       this.finishPieces(e);

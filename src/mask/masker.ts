@@ -69,6 +69,8 @@ export type ColumnPlanEntry =
       readonly label: string;
       /** the counts key: `column:<name>` */
       readonly key: string;
+      /** one of the built-in name rules (*password*, *token*, …), not the connection's own */
+      readonly builtin?: true;
     };
 export type ColumnPlan = readonly ColumnPlanEntry[];
 
@@ -169,6 +171,7 @@ export class Masker {
           keep: r.rule.keep ?? DEFAULT_KEEP,
           label: r.rule.label ?? c.name,
           key: `column:${c.name}`,
+          ...(DEFAULT_COLUMN_RULES.includes(r.rule) ? { builtin: true as const } : {}),
         };
       }
       return SCAN;

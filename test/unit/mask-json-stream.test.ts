@@ -553,3 +553,15 @@ test('performance: a ~10 MB JSON array, with nothing to mask and with many email
   }
   t.diagnostic(report.join('; '));
 });
+
+test('counts under *tokens keys (LLM usage, max_tokens) stay numbers; a numeric token or password is still masked', () => {
+  const m = new Masker(parseMaskConfig({}), 'k');
+  const run = (s: string) => {
+    const j = new JsonStreamMasker(m);
+    return Buffer.concat([j.push(Buffer.from(s)), j.end()]).toString();
+  };
+  const usage = '{"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17},"max_tokens":256}';
+  assert.equal(run(usage), usage);
+  assert.equal(run('{"token":123456,"password":4242}'), '{"token":"[MASKED:token]","password":"[MASKED:password]"}');
+  assert.equal(run('{"refresh_tokens":"abc"}'), '{"refresh_tokens":"[MASKED:refresh_tokens]"}');
+});

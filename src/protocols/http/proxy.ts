@@ -162,7 +162,11 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     whole = await readWhole(req, [], max);
     if (!whole) return refuse(req, res, dialect, 413, { error: 'request_too_large', reason: `the request body is over ${max} bytes`, hint: 'send a smaller prompt, or raise maxRequestBytes on the connection' });
     const planned = await llm.plan(r, whole, d);
-    if ('refusal' in planned) return refuse(req, res, dialect, planned.status, planned.refusal, planned.headers);
+    if ('refusal' in planned) {
+      // Refused before the guard (model, max tokens, budget): recorded all the same, as a block.
+      session.emit('command', { kind: 'http', text: d.text, ...d.meta, verdict: { action: 'block', rule: `llm.${planned.refusal.error}`, reason: planned.refusal.reason } });
+      return refuse(req, res, dialect, planned.status, planned.refusal, planned.headers);
+    }
     whole = planned.body;
     d = planned.described;
     params = planned.params;
