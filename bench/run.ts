@@ -538,17 +538,6 @@ async function main(): Promise<void> {
     const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
     console.log(`gateway/pgbouncer TPS at 8 clients >= 0.9: ${fmt(c8, 3)} (${verdict(c8 >= 0.9)})`);
     console.log(`added latency at 1 client <= 0.1 ms: ${fmt(add1, 3)} ms (${verdict(add1 <= 0.1)})`);
-    if (maskRows.length) {
-      console.log('\n=== masking: select of 1,000 rows x 10 columns (emails, phones, tokens, text) ===');
-      const mrows: string[][] = [['connection', 'clients', 'tps', 'rows/s', 'gw µs/tx']];
-      for (const m of maskRows) mrows.push([m.name, String(m.clients), fmt(m.r.tps), fmt(m.r.tps * 1000), m.r.gatewayUsPerTx !== undefined ? fmt(m.r.gatewayUsPerTx) : '']);
-      console.log(table(mrows, ['l', 'r', 'r', 'r', 'r']));
-      for (const c of [...new Set(maskRows.map((m) => m.clients))]) {
-        const on = maskRows.find((m) => m.clients === c && m.name === 'masked')!.r.tps;
-        const off = maskRows.find((m) => m.clients === c && m.name === 'unmasked')!.r.tps;
-        console.log(`masking cost at ${c} client(s): masked/unmasked TPS = ${fmt(on / off, 3)} (goal ≥ 0.9)`);
-      }
-    }
 
     if (stream.length) {
       const fresh = stream.find((x) => x.label.includes('(fresh)'))?.peakKb ?? NaN;

@@ -4,7 +4,7 @@
 import type http from 'node:http';
 import type { HttpConnection } from '../../config/schema.ts';
 import type { Denial } from '../../guard/types.ts';
-import { kubeStatus } from './kube-status.ts';
+import { denialMessage, denialStatus } from './kube-status.ts';
 
 export interface Refusal {
   /** machine-readable, e.g. unauthorized, blocked, review_pending */
@@ -38,19 +38,14 @@ const K8S_REASONS: Record<number, string> = {
 
 /** The refusal as a body in the dialect; the message always names Gatehouse, so no one blames the upstream. */
 export function refusalBody(dialect: Dialect, status: number, r: Refusal): Record<string, unknown> {
-  const extras = [r.rule ? `rule: ${r.rule}` : '', r.hint ? `hint: ${r.hint}` : '', r.reviewId ? `review: ${r.reviewId}` : ''].filter(Boolean).join('; ');
-  const message = `gatehouse: ${r.reason}${extras ? ` (${extras})` : ''}`;
+  const d: Denial = { code: r.error, rule: r.rule ?? '', reason: r.reason, hint: r.hint ?? '', reviewId: r.reviewId };
   if (dialect === 'kubernetes') {
-    const causes = [
-      { reason: 'GatehouseError', message: r.error },
-      ...(r.rule ? [{ reason: 'GatehouseRule', message: r.rule }] : []),
-      ...(r.reviewId ? [{ reason: 'GatehouseReview', message: r.reviewId }] : []),
-    ];
-    return kubeStatus(status, K8S_REASONS[status] ?? 'InternalError', message, { causes }) as Record<string, unknown>;
+    const st = denialStatus(d);
+    return status === 403 ? st : { ...st, code: status, reason: K8S_REASONS[status] ?? 'InternalError' };
   }
   if (dialect === 'openai') {
     const type = status === 401 ? 'authentication_error' : status === 403 ? 'permission_error' : status === 429 ? 'rate_limit_error' : status >= 500 ? 'api_error' : 'invalid_request_error';
-    return { error: { message, type, code: r.error, param: null, ...(r.rule ? { rule: r.rule } : {}), ...(r.reviewId ? { reviewId: r.reviewId } : {}) } };
+    return { error: { message: denialMessage(d), type, code: r.error, param: null, ...(r.rule ? { rule: r.rule } : {}), ...(r.reviewId ? { reviewId: r.reviewId } : {}) } };
   }
   return { ...r };
 }
