@@ -10,7 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const src = path.join(root, 'src');
-const out = path.join(root, 'node_modules', '.cache', 'gatehouse', 'main.mjs');
+const cache = path.join(root, 'node_modules', '.cache', 'gatehouse');
 
 /** Newest modification time under dir (bounded: the source tree is small). */
 function newest(dir) {
@@ -25,15 +25,35 @@ function newest(dir) {
 async function bundle() {
   if (process.env.GATEHOUSE_NO_BUNDLE === '1') return null;
   try {
-    if (fs.existsSync(out) && fs.statSync(out).mtimeMs >= newest(src)) return out;
+    // One directory per state of the sources: a gateway never loads chunks of two builds, and
+    // gateways started at once never see a half-written one (built aside, renamed into place).
+    const dir = path.join(cache, String(Math.floor(newest(src))));
+    const entry = path.join(dir, 'main.mjs');
+    if (fs.existsSync(entry)) return entry;
     const esbuild = await import('esbuild');
-    fs.mkdirSync(path.dirname(out), { recursive: true });
-    // Built beside and renamed into place: gateways started at once never load half a file.
-    const tmp = `${out}.${process.pid}.tmp`;
-    await esbuild.build({ entryPoints: [path.join(src, 'cli', 'main.ts')], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile: tmp, logLevel: 'silent' });
+    const tmp = `${dir}.${process.pid}.tmp`;
+    // Split at dynamic imports, so a listener's packages (ssh2, the SQL parsers, …) load only
+    // when that listener is configured.
+    await esbuild.build({
+      entryPoints: { main: path.join(src, 'cli', 'main.ts') },
+      bundle: true,
+      splitting: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      packages: 'external',
+      outdir: tmp,
+      outExtension: { '.js': '.mjs' },
+      logLevel: 'silent',
+    });
     await esbuild.stop?.();
-    fs.renameSync(tmp, out);
-    return out;
+    try {
+      fs.renameSync(tmp, dir);
+    } catch {
+      fs.rmSync(tmp, { recursive: true, force: true }); // another process got there first
+    }
+    for (const old of fs.readdirSync(cache)) if (old !== path.basename(dir) && !old.endsWith('.tmp')) fs.rmSync(path.join(cache, old), { recursive: true, force: true });
+    return entry;
   } catch (e) {
     process.stderr.write(`gatehouse: could not bundle the sources (${e.message.split('\n')[0]}); running them through tsx\n`);
     return null;

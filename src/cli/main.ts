@@ -19,9 +19,9 @@ commands:
   sessions show ID                       a session's timeline: each statement, then its result
   sessions export ID --out FILE          an offline-verifiable bundle of one session
   sessions export ID --format asciicast [-o FILE]
-                                         an SSH shell's recording as an asciicast v2 .cast (stdout without -o)
+                                         a terminal recording (SSH shell, kubectl exec) as asciicast v2 (stdout without -o)
   sessions replay ID [--speed N] [--max-wait S]
-                                         play an SSH shell's recording in this terminal
+                                         play a terminal recording (SSH shell, kubectl exec) here
   verify [--bundle FILE] [--pubkey FILE] check the journal (or a bundle); exit 0 when intact
   approvals list [--status pending]      held statements awaiting (or past) review
   approvals show ID                      a review: statement, requester, rule, approvals, expiry, preview

@@ -3,7 +3,6 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import { generate } from 'selfsigned';
 
 export interface TlsMaterial {
   cert: string;
@@ -19,6 +18,8 @@ export async function loadTlsMaterial(dataDir: string, cert?: string, key?: stri
   const keyPath = join(dir, 'gateway.key');
   if (!existsSync(certPath) || !existsSync(keyPath)) {
     mkdirSync(dir, { recursive: true });
+    // Loaded only to make a certificate: its X.509 stack costs memory for the gateway's lifetime.
+    const { generate } = await import('selfsigned');
     const pems = await generate([{ name: 'commonName', value: 'gatehouse' }], {
       keyType: 'ec',
       curve: 'P-256',
