@@ -39,6 +39,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadTlsMaterial } from '../src/util/tls-material.ts';
 import { ROOT, startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { freePort } from '../test/helpers/net.ts';
+import { cpuSeconds, machineCpu, vmRssKb } from './proc.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const BODY_BYTES = 1024;
@@ -220,20 +221,7 @@ function run(bin: string, args: string[], env: Record<string, string> = {}): Pro
   });
 }
 
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ is 100 on Linux
-}
 
-/** Machine-wide busy and total jiffies. */
-function machineCpu(): { busy: number; total: number } {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
-}
-
-const vmRssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
 

@@ -31,6 +31,7 @@ import { generate } from 'selfsigned';
 import { findBinary } from '../test/helpers/postgres.ts';
 import { startMariadb, type MariaServer } from '../test/helpers/mariadb.ts';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
+import { cpuSeconds } from './proc.ts';
 
 /**
  * How sysbench sends statements: 'disable' = COM_QUERY text; 'auto' = prepared statements
@@ -60,12 +61,6 @@ function run(bin: string, args: string[], opts: { cwd?: string; env?: Record<str
     p.once('error', reject);
     p.once('close', (code) => resolve({ code, stdout, stderr }));
   });
-}
-
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 const num = (out: string, re: RegExp) => {

@@ -38,6 +38,7 @@ import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts'
 import { mysqlBench } from './mysql.ts';
 import { sshBench } from './ssh.ts';
 import { httpBench } from './http.ts';
+import { cpuSeconds, machineCpu, vmRssKb } from './proc.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,8').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
@@ -102,25 +103,6 @@ function need(name: string): string {
   return b;
 }
 
-function vmRssKb(pid: number): number {
-  const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
-}
-
-/** Machine-wide busy and total jiffies, to show how loaded the box was during a run. */
-function machineCpu(): { busy: number; total: number } {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = (f[3] ?? 0) + (f[4] ?? 0);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
 
 const loadavg = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
 

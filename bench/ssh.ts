@@ -23,6 +23,7 @@ import ssh2 from 'ssh2';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { freePort } from '../test/helpers/net.ts';
 import { sshTarget, SSHD, startSshd, type SshServer } from '../test/helpers/sshd.ts';
+import { cpuSeconds, vmRssKb } from './proc.ts';
 
 interface Run {
   code: number | null;
@@ -46,12 +47,6 @@ function run(bin: string, args: string[], opts: { stdoutToNull?: boolean } = {})
   });
 }
 
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-const vmRssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 
 function table(rows: string[][]): string {

@@ -1371,3 +1371,14 @@ const APPS_GROUP = {
   versions: [{ groupVersion: 'apps/v1', version: 'v1' }],
   preferredVersion: { groupVersion: 'apps/v1', version: 'v1' },
 };
+
+/**
+ * Why the kubectl tests cannot run here (kubectl, script or tmux missing), or null. In CI a
+ * missing binary is an error, not a reason to skip.
+ */
+export function kubeToolsMissing(): string | null {
+  const missing = [KUBECTL, 'script', 'tmux'].filter((b) => !findBinary(path.basename(b)) && !fs.existsSync(b));
+  if (missing.length === 0) return null;
+  if (process.env.CI === 'true') throw new Error(`${missing.join(', ')} not installed (required in CI)`);
+  return `${missing.join(', ')} not installed`;
+}

@@ -14,6 +14,7 @@ import tls from 'node:tls';
 import { WebSocketServer, WebSocket } from 'ws';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
+import { curl as runCurl } from '../helpers/curl.ts';
 
 const GiB = 1024 * 1024 * 1024;
 const CHUNK = Buffer.alloc(64 * 1024, 'x');
@@ -122,21 +123,7 @@ after(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function curl(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('curl', ['-sS', '--cacert', caFile, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.once('error', reject);
-    p.once('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const curl = (args: string[], timeoutMs = 60_000) => runCurl(caFile, args, timeoutMs);
 
 const url = (p: string) => `https://127.0.0.1:${httpPort}${p}`;
 const auth = () => ['-H', `Authorization: Bearer ${key}`];

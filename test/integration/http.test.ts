@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import type net from 'node:net';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
+import { curl as runCurl } from '../helpers/curl.ts';
 
 const UPSTREAM_TOKEN = 'upstream-secret-token-123';
 
@@ -106,27 +107,7 @@ after(async () => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function curl(args: string[], timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('curl', ['-sS', '--cacert', caFile, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.once('error', reject);
-    p.once('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const curl = (args: string[], timeoutMs = 30_000) => runCurl(caFile, args, timeoutMs);
 
 /** curl output with `-w '\n%{http_code}'`: the body and the status. */
 function split(out: string): { body: string; status: string } {

@@ -17,6 +17,7 @@ import {
   kubectlEnv,
   runKubectl,
   startKubeApiServer,
+  kubeToolsMissing,
   writeKubeconfig,
   type KubeApiServer,
 } from '../helpers/kube-apiserver.ts';
@@ -30,12 +31,8 @@ const children: ChildProcess[] = [];
 const terms: TmuxTerminal[] = [];
 
 before(async () => {
-  const missing = [KUBECTL, 'script', 'tmux'].filter((b) => !findBinary(path.basename(b)) && !fs.existsSync(b));
-  if (missing.length > 0) {
-    if (process.env.CI === 'true') throw new Error(`${missing.join(', ')} not installed (required in CI)`);
-    skipped = `${missing.join(', ')} not installed`;
-    return;
-  }
+  skipped = kubeToolsMissing();
+  if (skipped) return;
   kube = await startKubeApiServer({ token: TOKEN });
   home = fs.mkdtempSync(path.join(os.tmpdir(), 'gatehouse-kubectl-'));
   kubeconfig = writeKubeconfig(home, { server: kube.url, caPem: kube.caPem, token: TOKEN });

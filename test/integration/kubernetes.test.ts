@@ -10,11 +10,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { findBinary } from '../helpers/postgres.ts';
 import { TmuxTerminal } from '../helpers/tmux.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
-import { KUBECTL, generateClientCertificate, kubectlEnv, runKubectl, startKubeApiServer, type KubeApiServer } from '../helpers/kube-apiserver.ts';
+import { KUBECTL, generateClientCertificate, kubectlEnv, runKubectl, startKubeApiServer, kubeToolsMissing, type KubeApiServer } from '../helpers/kube-apiserver.ts';
 
 const TOKEN = 'cluster-token-held-by-gatehouse';
 let skipped: string | null = null;
@@ -27,12 +26,8 @@ const children: ChildProcess[] = [];
 const terms: TmuxTerminal[] = [];
 
 before(async () => {
-  const missing = [KUBECTL, 'script', 'tmux'].filter((b) => !findBinary(path.basename(b)) && !fs.existsSync(b));
-  if (missing.length > 0) {
-    if (process.env.CI === 'true') throw new Error(`${missing.join(', ')} not installed (required in CI)`);
-    skipped = `${missing.join(', ')} not installed`;
-    return;
-  }
+  skipped = kubeToolsMissing();
+  if (skipped) return;
   const client = await generateClientCertificate('gatehouse');
   kube = await startKubeApiServer({ token: TOKEN, clientCa: client.caPem, namespaces: ['default', 'prod', 'kube-system'] });
   kube.addPod('default', 'web-1', { labels: { app: 'web' } });

@@ -7,24 +7,13 @@ import OpenAI from 'openai';
 import { CompletionAssembler, normalizeUsage, salvageUsage, type AssembledCompletion, type AssemblerOptions } from '../../src/protocols/http/llm-stream.ts';
 import type { LlmEndpoint } from '../../src/protocols/http/llm.ts';
 import { embeddingFor, startOpenAiServer, type OpenAiServer } from '../helpers/openai-server.ts';
+import { prng } from '../helpers/random.ts';
 
 function assemble(endpoint: LlmEndpoint, chunks: Buffer[], opts: AssemblerOptions): AssembledCompletion {
   const a = new CompletionAssembler(endpoint, opts);
   for (const c of chunks) a.push(c);
   a.end();
   return a.result();
-}
-
-/** A seeded PRNG (mulberry32): the same splits on every run. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The same result for the whole body, every two-way split, single bytes and random three-way splits. */

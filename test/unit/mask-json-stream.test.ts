@@ -5,22 +5,11 @@ import { newCounts, type Counts } from '../../src/mask/counts.ts';
 import { JSON_TOKEN_CAP, JsonStreamMasker, type JsonStreamOptions } from '../../src/mask/json-stream.ts';
 import type { Detector } from '../../src/mask/detectors.ts';
 import { Masker, type ColumnPlanEntry } from '../../src/mask/masker.ts';
+import { prng, bestCpu } from '../helpers/random.ts';
 
 const SECRET = Buffer.from('json-stream-test-secret');
 const masker = (cfg: MaskConfigInput = {}) => new Masker(parseMaskConfig(cfg), SECRET);
 const M = masker();
-
-/** A seeded PRNG (mulberry32): the same inputs on every run. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Run {
   out: Buffer;
@@ -499,18 +488,6 @@ test('property: valid JSON in, valid JSON out, equal to masking the parsed docum
 });
 
 // --- performance -----------------------------------------------------------------------------------
-
-/** CPU seconds of the best of `runs`. */
-function bestCpu(runs: number, f: () => void): number {
-  let best = Infinity;
-  for (let i = 0; i < runs; i++) {
-    const t = process.cpuUsage();
-    f();
-    const d = process.cpuUsage(t);
-    best = Math.min(best, (d.user + d.system) / 1e6);
-  }
-  return best;
-}
 
 test('performance: a ~10 MB JSON array, with nothing to mask and with many emails', (t) => {
   const NAMES = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank'];

@@ -4,20 +4,9 @@ import { parseMaskConfig, type MaskConfigInput } from '../../src/mask/config.ts'
 import { newCounts } from '../../src/mask/counts.ts';
 import { PEM_CAP } from '../../src/mask/detectors.ts';
 import { Masker } from '../../src/mask/masker.ts';
+import { prng, bestCpu } from '../helpers/random.ts';
 
 const SECRET = Buffer.from('stream-test-secret');
-
-/** A seeded PRNG (mulberry32): the same inputs on every run. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What a stream may hold back at most: the longest single-line candidate (JWT), the PEM cap, one undrained block, slack. */
 const HELD_BOUND = 32 * 1024;
@@ -227,18 +216,6 @@ function corpus(bytes: number, seed = 1): string {
     if (r() < 0.15) out += pick(secrets)() + '\n';
   }
   return out;
-}
-
-/** CPU seconds of the best of `runs` (CPU time: less disturbed by other processes than wall time). */
-function bestCpu(runs: number, f: () => void): number {
-  let best = Infinity;
-  for (let i = 0; i < runs; i++) {
-    const t = process.cpuUsage();
-    f();
-    const d = process.cpuUsage(t);
-    best = Math.min(best, (d.user + d.system) / 1e6);
-  }
-  return best;
 }
 
 test('performance: maskText and the stream on a mixed corpus, maskValue on short values', (t) => {

@@ -12,7 +12,7 @@ import type { Masker } from '../../mask/masker.ts';
 import { hasCounts, mergeCounts, newCounts, type Counts } from '../../mask/counts.ts';
 import type { Execution, HoldOutcome, Session } from '../../session/session.ts';
 import { bodyKind, createBodyMasker } from './body-mask.ts';
-import { denialRefusal, dialectOf, sendRefusal, type Dialect } from './errors.ts';
+import { denialRefusal, dialectOf, sendRefusal, type Dialect, type Refusal } from './errors.ts';
 import { describeKubeRequest, kubeHeaders } from './kubernetes.ts';
 import { BodySample, SAMPLE_BYTES, classifyHttp, clientHeaders, isTextual, upstreamHeaders, type Route } from './request.ts';
 import type { LlmHooks } from './llm-proxy.ts';
@@ -196,16 +196,10 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     llm?.abandon();
     return refuse(req, res, dialect, 503, { error: 'not_recorded', reason: 'the request was refused because the gateway could not record it', hint: 'try again later' });
   }
-  if (exec.verdict.action !== 'allow') {
-    const outcome: HoldOutcome = await session.hold(exec).catch((e: Error) => ({
-      action: 'deny' as const,
-      denial: { code: 'review_failed', rule: exec.verdict.rule, reason: `the review could not be created (${e.message})`, hint: 'try again later' },
-    }));
-    if (outcome.action === 'deny') {
-      exec.finish({ status: 'denied', error: { code: outcome.denial.code, message: outcome.denial.reason }, meta: { status: 403 } });
-      llm?.abandon();
-      return refuse(req, res, dialect, 403, denialRefusal(outcome.denial));
-    }
+  const denied = await settleVerdict(session, exec);
+  if (denied) {
+    llm?.abandon();
+    return refuse(req, res, dialect, 403, denied);
   }
 
   const maskOut = masksFor(ctx);
@@ -324,6 +318,21 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
       finish('unknown', 'client disconnected');
     }
   });
+}
+
+/**
+ * Blocks, or holds for review, a request whose verdict is not allow. Returns the refusal to send
+ * (the result is recorded as denied), or null when the request may go on.
+ */
+export async function settleVerdict(session: Session, exec: Execution): Promise<Refusal | null> {
+  if (exec.verdict.action === 'allow') return null;
+  const outcome: HoldOutcome = await session.hold(exec).catch((e: Error) => ({
+    action: 'deny' as const,
+    denial: { code: 'review_failed', rule: exec.verdict.rule, reason: `the review could not be created (${e.message})`, hint: 'try again later' },
+  }));
+  if (outcome.action === 'allow') return null;
+  exec.finish({ status: 'denied', error: { code: outcome.denial.code, message: outcome.denial.reason }, meta: { status: 403 } });
+  return denialRefusal(outcome.denial);
 }
 
 export function refuse(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect, status: number, body: Parameters<typeof sendRefusal>[3], headers: Record<string, string> = {}): void {

@@ -6,13 +6,13 @@ import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
-import type { Execution, HoldOutcome } from '../../session/session.ts';
+import type { Execution } from '../../session/session.ts';
 import type { CastHeader } from '../../session/asciicast.ts';
 import { resizeData } from '../../session/asciicast.ts';
 import { CastRecorder } from '../../session/cast-recorder.ts';
-import { denialRefusal, dialectOf, refusalBody, type Dialect, type Refusal } from './errors.ts';
+import { dialectOf, refusalBody, type Dialect, type Refusal } from './errors.ts';
 import { KubeExecObserver, parseExecQuery, type KubeStreamEvent } from './kube-stream.ts';
-import { describe, masksFor, outgoingHeaders, upstreamUrl, type ProxyContext } from './proxy.ts';
+import { describe, masksFor, outgoingHeaders, settleVerdict, upstreamUrl, type ProxyContext } from './proxy.ts';
 import type { Route } from './request.ts';
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable' };
@@ -64,16 +64,8 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
     ctx.log('http upgrade not recorded; refused', { session: session.id, error: (e as Error).message });
     return refuseRaw(sock, dialect, 503, { error: 'not_recorded', reason: 'the request was refused because the gateway could not record it', hint: 'try again later' });
   }
-  if (rec.verdict.action !== 'allow') {
-    const outcome: HoldOutcome = await session.hold(rec).catch((e: Error) => ({
-      action: 'deny' as const,
-      denial: { code: 'review_failed', rule: rec.verdict.rule, reason: `the review could not be created (${e.message})`, hint: 'try again later' },
-    }));
-    if (outcome.action === 'deny') {
-      rec.finish({ status: 'denied', error: { code: outcome.denial.code, message: outcome.denial.reason }, meta: { status: 403 } });
-      return refuseRaw(sock, dialect, 403, denialRefusal(outcome.denial));
-    }
-  }
+  const denied = await settleVerdict(session, rec);
+  if (denied) return refuseRaw(sock, dialect, 403, denied);
   if (sock.destroyed) return rec.finish({ status: 'not_run', error: { message: 'client disconnected' } });
 
   const target = upstreamUrl(c, r);
