@@ -16,6 +16,7 @@ import tls from 'node:tls';
 import pg from 'pg';
 import { startPostgres, skipUnlessAvailable, findBinary } from '../helpers/postgres.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
+import { prng } from '../helpers/random.ts';
 
 const AUTH_TIMEOUT_S = 2;
 /** How long the gateway may take to close a connection once the hostile act is done. */
@@ -30,17 +31,7 @@ const PROTOCOL_3 = 196608;
 // Small utilities
 // ---------------------------------------------------------------------------
 
-/** Deterministic PRNG (mulberry32) so every failing input can be reproduced from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = prng;
 
 function randomBytesSeeded(seed: number, n: number): Buffer {
   const r = rng(seed);

@@ -19,6 +19,7 @@ import mysql from 'mysql2/promise';
 import { skipUnlessMariadb } from '../helpers/mariadb.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { startMariadbBounded } from '../helpers/mysql-suite.ts';
+import { prng } from '../helpers/random.ts';
 
 const AUTH_TIMEOUT_S = 3;
 /** How long the gateway may take to answer and close once the hostile act is done. */
@@ -44,17 +45,7 @@ const CAPS =
 // Small utilities
 // ---------------------------------------------------------------------------
 
-/** Deterministic PRNG (mulberry32) so every failing input can be reproduced from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = prng;
 
 function randomBytesSeeded(seed: number, n: number): Buffer {
   const r = rng(seed);
