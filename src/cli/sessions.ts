@@ -89,8 +89,8 @@ function numberOption(v: unknown, name: string, dflt: number | undefined): numbe
 /**
  * The recording of a session's first terminal (an SSH shell, a Kubernetes exec/attach), rebuilt
  * from the journal alone: the header from the command event, the events from its `output`
- * events, in order. A resize before any output (kubectl sends the size only once the stream is
- * open) gives the header's size.
+ * events, in order. Resizes before any output (kubectl sends the size only once the stream is
+ * open) give the header's size.
  */
 async function loadCast(store: Store, id: string): Promise<{ session: string; header: CastHeader; events: CastEvent[] }> {
   const t = await sessionTimeline(store, id);
@@ -104,14 +104,16 @@ async function loadCast(store: Store, id: string): Promise<{ session: string; he
     if (e.type !== 'output' || e.data.command !== shell.seq || !Array.isArray(e.data.cast)) continue;
     for (const c of e.data.cast) events.push(checkEvent(c));
   }
-  const first = events.findIndex((ev) => ev[1] !== 'i');
-  if (first >= 0 && events[first]![1] === 'r') {
-    const size = parseResize(events[first]![2]);
-    if (size) {
-      header.width = size.cols;
-      header.height = size.rows;
-      events.splice(first, 1);
+  // Resizes before the first output set the size (kubectl attach sends size+1, then the size, to force a redraw).
+  for (let i = 0; i < events.length && events[i]![1] !== 'o'; ) {
+    const size = events[i]![1] === 'r' ? parseResize(events[i]![2]) : null;
+    if (!size) {
+      i++;
+      continue;
     }
+    header.width = size.cols;
+    header.height = size.rows;
+    events.splice(i, 1);
   }
   return { session: t.session.id, header, events };
 }

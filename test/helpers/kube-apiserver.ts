@@ -3,7 +3,8 @@
  * speaks the wire format that the real `kubectl` exercises: discovery, pods/secrets/configmaps/
  * namespaces in memory, server-side Table printing, watches, followed logs, and exec over
  * WebSocket (v5.channel.k8s.io) running the command as a real process, under a pseudo-terminal
- * (util-linux `script`) when a TTY is asked for. HTTPS on a loopback port with a self-signed
+ * (util-linux `script`) when a TTY is asked for, and attach to a container's long-running main
+ * process, which outlives the clients that attach to it. HTTPS on a loopback port with a self-signed
  * certificate, bearer-token and optional client-certificate auth, and every request recorded
  * so a test can assert what arrived (e.g. the Impersonate-* headers a gateway added).
  */
@@ -68,6 +69,27 @@ export interface ExecRecord {
   pid: number | null;
 }
 
+export interface AttachRecord {
+  namespace: string;
+  pod: string;
+  container: string;
+  /** the container's TTY setting (as the kubelet does, not what the client asked for) */
+  tty: boolean;
+  stdin: boolean;
+  protocol: string;
+  /** the main process this attach was connected to (null until it has started) */
+  pid: number | null;
+}
+
+/** A container's main process as `kubectl attach` reaches it. */
+export interface MainProcessInfo {
+  pid: number | null;
+  command: string[];
+  tty: boolean;
+  /** clients attached right now */
+  attached: number;
+}
+
 export interface ResizeRecord {
   namespace: string;
   pod: string;
@@ -82,6 +104,16 @@ export interface PodSpecInput {
   /** container names; default ["main"] */
   containers?: string[];
   image?: string;
+  /**
+   * the containers' main process (what `kubectl attach` reaches), started on the first attach
+   * and restarted on the next attach after it exits (restartPolicy Always); default ["sh"]
+   * when stdin is set. A container with neither cannot be attached to.
+   */
+  command?: string[];
+  /** spec.containers[].stdin: the main process reads what attached clients type */
+  stdin?: boolean;
+  /** spec.containers[].tty: the main process runs on a pseudo-terminal */
+  tty?: boolean;
 }
 
 /** A Kubernetes object as stored and served (open-ended JSON). */
@@ -113,6 +145,9 @@ export interface KubeApiServer {
   requests: RecordedRequest[];
   resizes: ResizeRecord[];
   execs: ExecRecord[];
+  attaches: AttachRecord[];
+  /** the running main process of a pod's container (default its first), if any */
+  mainProcess(namespace: string, pod: string, container?: string): MainProcessInfo | undefined;
   addPod(namespace: string, name: string, spec?: PodSpecInput): KubeObject;
   /** sets status.phase (e.g. "Succeeded") and tells watchers (MODIFIED) */
   setPodPhase(namespace: string, name: string, phase: string): KubeObject;
@@ -529,6 +564,47 @@ interface ExecSession {
   kill(): void;
 }
 
+interface Size {
+  width: number;
+  height: number;
+}
+
+interface PodProcess {
+  child: ChildProcess;
+  /** applies a terminal size (no-op without a tty) */
+  resize(size: Size): void;
+  /** forgets the process's files; call once it has exited or been killed */
+  dispose(): void;
+}
+
+/** One client attached to a main process. */
+interface AttachClient {
+  record: AttachRecord;
+  stdout: boolean;
+  stderr: boolean;
+  /** bytes sent and not yet written to the client's socket */
+  queued: number;
+  send(channel: number, data: Buffer): void;
+  finish(status: Record<string, unknown>): void;
+}
+
+/** A container's main process: it outlives the clients attached to it. */
+interface MainProcess {
+  namespace: string;
+  pod: string;
+  container: string;
+  command: string[];
+  tty: boolean;
+  stdin: boolean;
+  proc: PodProcess | null;
+  clients: Set<AttachClient>;
+  /** input that arrived before the process started, bounded */
+  pendingStdin: Buffer[];
+  pendingStdinBytes: number;
+  startTimer: NodeJS.Timeout | null;
+  exited: boolean;
+}
+
 export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promise<KubeApiServer> {
   const { cert, key } = await serverCertificate();
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gatehouse-kube-'));
@@ -537,6 +613,8 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
   const requests: RecordedRequest[] = [];
   const resizes: ResizeRecord[] = [];
   const execs: ExecRecord[] = [];
+  const attaches: AttachRecord[] = [];
+  const mainProcesses = new Map<string, MainProcess>();
   const store = new Map<string, Map<string, KubeObject>>(RESOURCES.map((r) => [resourceKey(r.group, r.name), new Map()]));
   const history: WatchEvent[] = [];
   const watchers = new Set<Watcher>();
@@ -579,6 +657,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
       const lk = logKey(ns, name);
       for (const f of followers) if (f.logKey === lk) endFollower(f);
       logs.delete(lk);
+      for (const m of [...mainProcesses.values()]) if (m.namespace === ns && m.pod === name) killMain(m);
     }
     return gone;
   }
@@ -610,12 +689,24 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: meta(name, namespace, { ...(spec.labels ? { labels: spec.labels } : {}), ...metaExtra }),
-      spec: { containers: containers.map((c) => ({ name: c, image })), nodeName: 'node-1', restartPolicy: 'Always' },
+      spec: {
+        containers: containers.map((c) => ({
+          name: c,
+          image,
+          ...(spec.command ? { command: [...spec.command] } : {}),
+          ...(spec.stdin ? { stdin: true } : {}),
+          ...(spec.tty ? { tty: true } : {}),
+        })),
+        nodeName: 'node-1',
+        restartPolicy: 'Always',
+      },
       status: {
         phase,
         podIP: `10.244.0.${podSeq}`,
         hostIP: '10.0.0.1',
         startTime: now,
+        // `kubectl run -it` waits for Ready=True before it attaches.
+        conditions: podConditions(running, now),
         containerStatuses: containers.map((c) => ({
           name: c,
           image,
@@ -630,6 +721,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
   }
 
   function addPod(namespace: string, name: string, spec: PodSpecInput = {}): KubeObject {
+    if (spec.command) checkCommand(spec.command);
     ensureNamespace(namespace);
     const existing = bucket('/pods').get(objKey(namespace, name));
     if (existing) throw new Error(`pod ${namespace}/${name} already exists`);
@@ -640,8 +732,9 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     const pod = bucket('/pods').get(objKey(namespace, name));
     if (!pod) throw new Error(`no pod ${namespace}/${name}`);
     const updated = structuredClone(pod);
-    const status = updated.status as { phase: string; containerStatuses: Array<{ ready: boolean }> };
+    const status = updated.status as { phase: string; conditions: unknown[]; containerStatuses: Array<{ ready: boolean }> };
     status.phase = phase;
+    status.conditions = podConditions(phase === 'Running', timestamp());
     for (const c of status.containerStatuses) c.ready = phase === 'Running';
     return put(def('', 'pods'), updated, 'MODIFIED');
   }
@@ -914,12 +1007,18 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     const annotations = isStringMap(m.annotations) ? m.annotations : undefined;
     let obj: KubeObject;
     if (rt.r.name === 'pods') {
-      const spec = (body.spec ?? {}) as { containers?: Array<{ name?: unknown; image?: unknown }> };
+      const spec = (body.spec ?? {}) as { containers?: Array<{ name?: unknown; image?: unknown; command?: unknown; args?: unknown; stdin?: unknown; tty?: unknown }> };
       const containers = (Array.isArray(spec.containers) ? spec.containers : []).slice(0, 16);
       const names = containers.map((c) => (typeof c?.name === 'string' ? c.name : ''));
       if (names.length === 0 || names.some((n) => !NAME_RE.test(n))) throw new HttpError(failure(422, 'Invalid', `Pod "${name}" is invalid: spec.containers: Required value`));
-      const image = typeof containers[0]?.image === 'string' ? containers[0].image : undefined;
-      obj = podObject(namespace!, name, { containers: names, image, labels }, annotations ? { annotations } : {});
+      const first = containers[0];
+      const image = typeof first?.image === 'string' ? first.image : undefined;
+      // `kubectl run -it IMAGE -- CMD` sends the command as args (command only with --command).
+      const strings = (v: unknown) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : []);
+      const argv = [...strings(first?.command), ...strings(first?.args)];
+      if (argv.length > 0) checkCommand(argv);
+      const io = { ...(argv.length > 0 ? { command: argv } : {}), stdin: first?.stdin === true, tty: first?.tty === true };
+      obj = podObject(namespace!, name, { containers: names, image, labels, ...io }, annotations ? { annotations } : {});
     } else {
       const rest = Object.fromEntries(Object.entries(body).filter(([f]) => f !== 'metadata' && f !== 'status'));
       obj = { ...rest, apiVersion: gv(rt.r), kind: rt.r.kind, metadata: meta(name, namespace, { ...(labels ? { labels } : {}), ...(annotations ? { annotations } : {}) }) };
@@ -1030,16 +1129,21 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     if (!rt || rt.r.name !== 'pods' || rt.namespace === null || rt.name === null || (rt.sub !== 'exec' && rt.sub !== 'attach')) {
       return rejectUpgrade(socket, entry, failure(404, 'NotFound', 'the server could not find the requested resource'));
     }
+    const pod = bucket('/pods').get(objKey(rt.namespace, rt.name));
+    if (!pod) return rejectUpgrade(socket, entry, notFound('pods', rt.name));
+    const phase = (pod.status as { phase?: string }).phase;
+    if (phase !== 'Running') {
+      const what = rt.sub === 'attach' ? 'attach to' : 'exec into';
+      return rejectUpgrade(socket, entry, badRequest(`cannot ${what} a container in a completed pod; current phase is ${phase}`));
+    }
+    const sub = rt.sub;
+    const params = sub === 'attach' ? attachParams(url.searchParams, pod) : execParams(url.searchParams, pod);
+    // Checked after the pod and parameters: kubectl retries a failed WebSocket upgrade over SPDY
+    // and prints that answer, so both must carry the real reason.
     if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
       // SPDY and anything else: kubectl 1.32 must get here over WebSocket, and a test proves it.
       return rejectUpgrade(socket, entry, badRequest(`unsupported upgrade ${JSON.stringify(req.headers.upgrade ?? '')}: this test server speaks WebSocket (v5.channel.k8s.io) only`));
     }
-    if (rt.sub === 'attach') return rejectUpgrade(socket, entry, badRequest('attach is not supported by this test server; use exec'));
-    const pod = bucket('/pods').get(objKey(rt.namespace, rt.name));
-    if (!pod) return rejectUpgrade(socket, entry, notFound('pods', rt.name));
-    const phase = (pod.status as { phase?: string }).phase;
-    if (phase !== 'Running') return rejectUpgrade(socket, entry, badRequest(`cannot exec into a container in a completed pod; current phase is ${phase}`));
-    const params = execParams(url.searchParams, pod);
     const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
     if (!offered.includes('v5.channel.k8s.io') && !offered.includes('v4.channel.k8s.io')) {
       return rejectUpgrade(socket, entry, badRequest('offer v5.channel.k8s.io or v4.channel.k8s.io in Sec-WebSocket-Protocol'));
@@ -1047,7 +1151,207 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     wss.handleUpgrade(req, socket, head, (ws) => {
       entry.status = 101;
       if (closed) return ws.terminate();
-      runExec(ws, rt.namespace!, rt.name!, params);
+      if ('command' in params) runExec(ws, rt.namespace!, rt.name!, params);
+      else runAttach(ws, rt.namespace!, rt.name!, params);
+    });
+  }
+
+  interface AttachParams {
+    container: string;
+    stdin: boolean;
+    stdout: boolean;
+    stderr: boolean;
+    /** the container's own setting: a running process cannot change whether it has a TTY */
+    tty: boolean;
+    mainCommand: string[];
+    mainStdin: boolean;
+  }
+
+  function attachParams(q: URLSearchParams, pod: KubeObject): AttachParams {
+    const specs = (pod.spec as { containers?: Array<{ name: string; command?: string[]; stdin?: boolean; tty?: boolean }> }).containers ?? [];
+    const name = q.get('container') ?? specs[0]?.name;
+    const c = specs.find((x) => x.name === name);
+    if (!c) throw new HttpError(badRequest(`container ${name} is not valid for pod ${pod.metadata.name}`));
+    const flag = (n: string) => q.get(n) === 'true' || q.get(n) === '1';
+    const p = { container: c.name, stdin: flag('stdin'), stdout: flag('stdout'), stderr: flag('stderr'), tty: c.tty === true };
+    if (!p.stdin && !p.stdout && !p.stderr) throw new HttpError(badRequest('you must specify at least 1 of stdin, stdout, stderr'));
+    if (p.stdin && !c.stdin) throw new HttpError(badRequest(`container ${c.name} of pod ${pod.metadata.name} does not read stdin (spec.containers[].stdin is false): attach without -i`));
+    const mainCommand = c.command ?? (c.stdin ? ['sh'] : []);
+    if (mainCommand.length === 0) {
+      throw new HttpError(badRequest(`container ${c.name} of pod ${pod.metadata.name} has no main process in this test server: add the pod with { command } or { stdin: true }`));
+    }
+    return { ...p, stderr: p.stderr && !p.tty, mainCommand, mainStdin: c.stdin === true };
+  }
+
+  const mainKey = (namespace: string, pod: string, container: string) => `${namespace}/${pod}/${container}`;
+
+  function startMain(main: MainProcess, size: Size | null): void {
+    if (main.proc || main.exited) return;
+    if (main.startTimer) clearTimeout(main.startTimer);
+    main.startTimer = null;
+    const spawned = spawnInPod(main.pod, main.command, main.tty, main.stdin, size);
+    if ('code' in spawned) return endMain(main, { ...spawned });
+    main.proc = spawned;
+    const c = spawned.child;
+    for (const client of main.clients) client.record.pid = c.pid ?? null;
+    c.stdin?.on('error', () => {}); // the process may exit without reading its input
+    c.stdout!.on('data', (d: Buffer) => fanOut(main, 1, d));
+    c.stderr!.on('data', (d: Buffer) => fanOut(main, main.tty ? 1 : 2, d));
+    c.on('error', (err: NodeJS.ErrnoException) => {
+      const msg = err.code === 'ENOENT' ? `exec: "${main.command[0]}": executable file not found in $PATH` : err.message;
+      endMain(main, { metadata: {}, status: 'Failure', message: `OCI runtime create failed: ${msg}: unknown`, reason: 'InternalError', code: 500 });
+    });
+    c.on('close', (code, signal) => endMain(main, exitStatus(exitCodeOf(code, signal), main.command)));
+    for (const b of main.pendingStdin) c.stdin?.write(b);
+    main.pendingStdin = [];
+    main.pendingStdinBytes = 0;
+  }
+
+  /** Output goes to every client attached now; with nobody attached it is not kept. */
+  function fanOut(main: MainProcess, channel: 1 | 2, data: Buffer): void {
+    for (const client of main.clients) if (channel === 1 ? client.stdout : client.stderr) client.send(channel, data);
+    if ([...main.clients].some((cl) => cl.queued > MAX_WS_BUFFERED)) {
+      // An attached client reads slower than the process writes: stop reading the process.
+      main.proc?.child.stdout?.pause();
+      main.proc?.child.stderr?.pause();
+    }
+  }
+
+  function resumeIfDrained(main: MainProcess): void {
+    if ([...main.clients].every((cl) => cl.queued < MAX_WS_BUFFERED / 2)) {
+      main.proc?.child.stdout?.resume();
+      main.proc?.child.stderr?.resume();
+    }
+  }
+
+  /** The main process ended: its clients get the exit status, and the next attach restarts it. */
+  function endMain(main: MainProcess, status: Record<string, unknown>): void {
+    if (main.exited) return;
+    main.exited = true;
+    if (main.startTimer) clearTimeout(main.startTimer);
+    const key = mainKey(main.namespace, main.pod, main.container);
+    if (mainProcesses.get(key) === main) mainProcesses.delete(key);
+    for (const client of [...main.clients]) client.finish(status);
+    main.clients.clear();
+    main.proc?.dispose();
+    if (main.proc) countRestart(main);
+  }
+
+  /** restartPolicy Always: the container restarts, so its restart count goes up. */
+  function countRestart(main: MainProcess): void {
+    const pod = bucket('/pods').get(objKey(main.namespace, main.pod));
+    if (!pod || closed) return;
+    const updated = structuredClone(pod);
+    const statuses = (updated.status as { containerStatuses?: Array<{ name: string; restartCount?: number }> }).containerStatuses ?? [];
+    const cs = statuses.find((x) => x.name === main.container);
+    if (!cs) return;
+    cs.restartCount = (cs.restartCount ?? 0) + 1;
+    put(def('', 'pods'), updated, 'MODIFIED');
+  }
+
+  function killMain(main: MainProcess): void {
+    if (main.startTimer) clearTimeout(main.startTimer);
+    main.startTimer = null;
+    if (main.proc) killTree(main.proc.child);
+    else endMain(main, { metadata: {}, status: 'Failure', message: 'the container was stopped', reason: 'InternalError', code: 500 });
+  }
+
+  function runAttach(ws: WebSocket, namespace: string, podName: string, p: AttachParams): void {
+    const key = mainKey(namespace, podName, p.container);
+    let main = mainProcesses.get(key);
+    if (!main) {
+      const m: MainProcess = {
+        namespace,
+        pod: podName,
+        container: p.container,
+        command: p.mainCommand,
+        tty: p.tty,
+        stdin: p.mainStdin,
+        proc: null,
+        clients: new Set(),
+        pendingStdin: [],
+        pendingStdinBytes: 0,
+        startTimer: null,
+        exited: false,
+      };
+      // Started by the first attach; with a TTY, at the size of the first resize when it
+      // comes soon enough, so a shell does not start at 80x24.
+      m.startTimer = setTimeout(() => startMain(m, null), p.tty ? FIRST_RESIZE_WAIT_MS : 0);
+      mainProcesses.set(key, m);
+      main = m;
+    }
+    const target = main;
+    const record: AttachRecord = { namespace, pod: podName, container: p.container, tty: p.tty, stdin: p.stdin, protocol: ws.protocol, pid: target.proc?.child.pid ?? null };
+    attaches.push(record);
+    if (attaches.length > MAX_RECORDED_REQUESTS) attaches.shift();
+    let done = false;
+    const client: AttachClient = {
+      stdout: p.stdout,
+      stderr: p.stderr,
+      queued: 0,
+      record,
+      send(channel, data) {
+        if (ws.readyState !== ws.OPEN) return;
+        const payload = Buffer.concat([Buffer.from([channel]), data]);
+        client.queued += payload.length;
+        ws.send(payload, { binary: true }, () => {
+          client.queued -= payload.length;
+          resumeIfDrained(target);
+        });
+      },
+      finish(status) {
+        if (done) return;
+        done = true;
+        client.send(3, Buffer.from(JSON.stringify(status)));
+        if (ws.readyState === ws.OPEN) ws.close(1000);
+        sessions.delete(session);
+      },
+    };
+    const session: ExecSession = {
+      kill() {
+        sessions.delete(session);
+        target.clients.delete(client);
+        if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.terminate();
+      },
+    };
+    sessions.add(session);
+    target.clients.add(client);
+
+    ws.on('message', (raw, isBinary) => {
+      const data = Array.isArray(raw) ? Buffer.concat(raw) : Buffer.isBuffer(raw) ? raw : Buffer.from(raw as ArrayBuffer);
+      if (!isBinary || data.length === 0 || done) return;
+      const channel = data[0];
+      const body = data.subarray(1);
+      if (channel === 0) {
+        if (!p.stdin) return;
+        const stdin = target.proc?.child.stdin;
+        if (stdin) {
+          if (!stdin.write(body)) {
+            ws.pause();
+            stdin.once('drain', () => ws.resume());
+          }
+        } else if (!target.proc && target.pendingStdinBytes + body.length <= MAX_WS_BUFFERED) {
+          target.pendingStdin.push(Buffer.from(body));
+          target.pendingStdinBytes += body.length;
+        }
+      } else if (channel === 4) {
+        const size = parseResize(body);
+        if (!size) return;
+        resizes.push({ namespace, pod: podName, ...size });
+        if (resizes.length > MAX_RECORDED_REQUESTS) resizes.shift();
+        if (!target.proc) startMain(target, size);
+        else target.proc.resize(size);
+      }
+      // Channel 255 (the client closed its stdin) is ignored: the main process keeps its input
+      // for the next client, as the kubelet does for a container without stdinOnce.
+    });
+    ws.on('error', () => {});
+    ws.on('close', () => {
+      // Detaching leaves the main process running.
+      done = true;
+      sessions.delete(session);
+      target.clients.delete(client);
+      resumeIfDrained(target);
     });
   }
 
@@ -1063,9 +1367,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
   function execParams(q: URLSearchParams, pod: KubeObject): ExecParams {
     const command = q.getAll('command');
     if (command.length === 0) throw new HttpError(badRequest('you must specify at least 1 command'));
-    if (command.length > MAX_COMMAND_ARGS || command.some((c) => c.length > MAX_COMMAND_ARG || c.includes('\0'))) {
-      throw new HttpError(badRequest(`the command is too long (at most ${MAX_COMMAND_ARGS} arguments of ${MAX_COMMAND_ARG} bytes, no NUL)`));
-    }
+    checkCommand(command);
     const containers = ((pod.spec as { containers: Array<{ name: string }> }).containers ?? []).map((c) => c.name);
     const container = q.get('container') ?? containers[0];
     if (!containers.includes(container)) throw new HttpError(badRequest(`container ${container} is not valid for pod ${pod.metadata.name}`));
@@ -1076,12 +1378,74 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     return p;
   }
 
+  /**
+   * Starts a command "in" a pod: a real process in its own process group (so stopping it stops
+   * what it started), under a pseudo-terminal of util-linux `script` when tty is set. A Status
+   * when it cannot start.
+   */
+  function spawnInPod(podName: string, command: string[], tty: boolean, stdin: boolean, size: Size | null): PodProcess | Status {
+    const ttyFile = path.join(workDir, `tty-${randomUUID()}`);
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+      HOME: workDir,
+      HOSTNAME: podName,
+      LANG: 'C.UTF-8',
+      SHELL: '/bin/sh',
+    };
+    let argv = command;
+    if (tty) {
+      if (!scriptBin) return failure(500, 'InternalError', 'a tty needs util-linux "script", which is not installed');
+      env.TERM = 'xterm-256color';
+      const quoted = command.map(shellQuote).join(' ');
+      const sized = size ? `stty cols ${size.width} rows ${size.height} 2>/dev/null; ` : '';
+      // script gives the command a real pseudo-terminal; the wrapper sizes it and notes its
+      // name so later resizes can be applied, then becomes the command.
+      const wrapper = `${sized}tty > ${shellQuote(ttyFile)} 2>/dev/null; exec ${quoted}`;
+      argv = [scriptBin, '-qfec', wrapper, '/dev/null'];
+    }
+    const child = spawn(argv[0], argv.slice(1), { cwd: workDir, env, detached: true, stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    let disposed = false;
+    let resizeBusy = false;
+    let resizeNext: Size | null = null;
+    const resize = (next: Size) => {
+      // The pty is script's, not ours: set its size from outside with `stty -F` on the slave,
+      // whose name the wrapper wrote down. The kernel then signals SIGWINCH to the shell.
+      if (!tty || disposed) return;
+      if (resizeBusy) return void (resizeNext = next);
+      let ttyName = '';
+      try {
+        ttyName = fs.readFileSync(ttyFile, 'utf8').trim();
+      } catch {
+        return;
+      }
+      if (!/^\/dev\/pts\/\d+$/.test(ttyName)) return;
+      resizeBusy = true;
+      const s = spawn('stty', ['-F', ttyName, 'cols', String(next.width), 'rows', String(next.height)], { stdio: 'ignore' });
+      const done = () => {
+        resizeBusy = false;
+        const queued = resizeNext;
+        resizeNext = null;
+        if (queued) resize(queued);
+      };
+      s.on('error', done);
+      s.on('close', done);
+    };
+    return {
+      child,
+      resize,
+      dispose() {
+        disposed = true;
+        fs.rmSync(ttyFile, { force: true });
+      },
+    };
+  }
+
   function runExec(ws: WebSocket, namespace: string, podName: string, p: ExecParams): void {
     const rec: ExecRecord = { namespace, pod: podName, container: p.container, command: p.command, tty: p.tty, stdin: p.stdin, protocol: ws.protocol, exitCode: null, pid: null };
     execs.push(rec);
     if (execs.length > MAX_RECORDED_REQUESTS) execs.shift();
     const v5 = ws.protocol === 'v5.channel.k8s.io';
-    const ttyFile = path.join(workDir, `tty-${randomUUID()}`);
+    let proc: PodProcess | null = null;
     let child: ChildProcess | null = null;
     let pendingStdin: Buffer[] = [];
     let pendingStdinBytes = 0;
@@ -1090,8 +1454,6 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     let started = false;
     let finished = false;
     let queued = 0;
-    let resizeBusy = false;
-    let resizeNext: { width: number; height: number } | null = null;
 
     const session: ExecSession = {
       kill() {
@@ -1126,57 +1488,16 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
       send(3, JSON.stringify(status));
       if (ws.readyState === ws.OPEN) ws.close(1000);
       sessions.delete(session);
-      fs.rmSync(ttyFile, { force: true });
-    };
-
-    const applyResize = (size: { width: number; height: number }) => {
-      // The pty is script's, not ours: set its size from outside with `stty -F` on the slave,
-      // whose name the wrapper wrote down. The kernel then signals SIGWINCH to the shell.
-      if (resizeBusy) return void (resizeNext = size);
-      let ttyName = '';
-      try {
-        ttyName = fs.readFileSync(ttyFile, 'utf8').trim();
-      } catch {
-        return;
-      }
-      if (!/^\/dev\/pts\/\d+$/.test(ttyName)) return;
-      resizeBusy = true;
-      const s = spawn('stty', ['-F', ttyName, 'cols', String(size.width), 'rows', String(size.height)], { stdio: 'ignore' });
-      const done = () => {
-        resizeBusy = false;
-        const next = resizeNext;
-        resizeNext = null;
-        if (next && !finished) applyResize(next);
-      };
-      s.on('error', done);
-      s.on('close', done);
+      proc?.dispose();
     };
 
     const start = () => {
       if (started || finished) return;
       started = true;
-      const env: Record<string, string> = {
-        PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
-        HOME: workDir,
-        HOSTNAME: podName,
-        LANG: 'C.UTF-8',
-        SHELL: '/bin/sh',
-      };
-      let argv = p.command;
-      if (p.tty) {
-        if (!scriptBin) {
-          return finish({ metadata: {}, status: 'Failure', message: 'tty exec needs util-linux "script", which is not installed', reason: 'InternalError', code: 500 });
-        }
-        env.TERM = 'xterm-256color';
-        const quoted = p.command.map(shellQuote).join(' ');
-        const size = firstSize ? `stty cols ${firstSize.width} rows ${firstSize.height} 2>/dev/null; ` : '';
-        // script gives the command a real pseudo-terminal; the wrapper sizes it and notes its
-        // name so later resizes can be applied, then becomes the command.
-        const wrapper = `${size}tty > ${shellQuote(ttyFile)} 2>/dev/null; exec ${quoted}`;
-        argv = [scriptBin, '-qfec', wrapper, '/dev/null'];
-      }
-      // Its own process group, so stopping it also stops what it started (sh -c 'sleep 100').
-      const c = spawn(argv[0], argv.slice(1), { cwd: workDir, env, detached: true, stdio: [p.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+      const spawned = spawnInPod(podName, p.command, p.tty, p.stdin, firstSize);
+      if ('code' in spawned) return finish({ ...spawned });
+      proc = spawned;
+      const c = spawned.child;
       child = c;
       rec.pid = c.pid ?? null;
       c.stdin?.on('error', () => {}); // the process may exit without reading its input
@@ -1188,16 +1509,9 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
         finish({ metadata: {}, status: 'Failure', message: `OCI runtime exec failed: ${msg}: unknown`, reason: 'InternalError', code: 500 });
       });
       c.on('close', (code, signal) => {
-        const exit = code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1);
+        const exit = exitCodeOf(code, signal);
         rec.exitCode = exit;
-        if (exit === 0) return finish({ metadata: {}, status: 'Success' });
-        finish({
-          metadata: {},
-          status: 'Failure',
-          message: `command terminated with non-zero exit code: error executing command [${p.command.join(' ')}], exit code ${exit}`,
-          reason: 'NonZeroExitCode',
-          details: { causes: [{ reason: 'ExitCode', message: String(exit) }] },
-        });
+        finish(exitStatus(exit, p.command));
       });
       for (const b of pendingStdin) c.stdin?.write(b);
       pendingStdin = [];
@@ -1221,21 +1535,15 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
           pendingStdinBytes += body.length;
         }
       } else if (channel === 4) {
-        let size: { Width?: unknown; Height?: unknown };
-        try {
-          size = JSON.parse(body.toString('utf8')) as typeof size;
-        } catch {
-          return; // a malformed resize is ignored, as the kubelet does
-        }
-        const width = Number(size?.Width);
-        const height = Number(size?.Height);
-        if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0 || width > 10_000 || height > 10_000) return;
+        const size = parseResize(body);
+        if (!size) return;
+        const { width, height } = size;
         resizes.push({ namespace, pod: podName, width, height });
         if (resizes.length > MAX_RECORDED_REQUESTS) resizes.shift();
         if (!started) {
           firstSize = { width, height };
           start();
-        } else if (p.tty) applyResize({ width, height });
+        } else if (p.tty) proc?.resize({ width, height });
       } else if (channel === 255 && v5 && body[0] === 0) {
         stdinClosed = true;
         child?.stdin?.end();
@@ -1247,7 +1555,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
       sessions.delete(session);
       if (!finished && child) killTree(child);
       finished = true;
-      fs.rmSync(ttyFile, { force: true });
+      proc?.dispose();
     });
 
     if (p.tty) setTimeout(start, FIRST_RESIZE_WAIT_MS);
@@ -1289,6 +1597,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
 
   const unregister = registerEmergencyCleanup(() => {
     for (const s of sessions) s.kill();
+    for (const m of mainProcesses.values()) if (m.proc) killTree(m.proc.child);
     fs.rmSync(workDir, { recursive: true, force: true });
   });
 
@@ -1299,6 +1608,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     for (const w of [...watchers]) endWatcher(w);
     for (const f of [...followers]) endFollower(f);
     for (const s of [...sessions]) s.kill();
+    for (const m of [...mainProcesses.values()]) killMain(m);
     for (const c of wss.clients) c.terminate();
     wss.close();
     for (const s of sockets) s.destroy();
@@ -1315,6 +1625,13 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     requests,
     resizes,
     execs,
+    attaches,
+    mainProcess(ns, pod, container) {
+      const spec = bucket('/pods').get(objKey(ns, pod))?.spec as { containers?: Array<{ name: string }> } | undefined;
+      const m = mainProcesses.get(mainKey(ns, pod, container ?? spec?.containers?.[0]?.name ?? ''));
+      if (!m) return undefined;
+      return { pid: m.proc?.child.pid ?? null, command: [...m.command], tty: m.tty, attached: m.clients.size };
+    },
     addPod,
     setPodPhase,
     deletePod: (ns, name) => remove(def('', 'pods'), ns, name) !== undefined,
@@ -1336,6 +1653,52 @@ function killTree(child: ChildProcess): void {
   } catch {
     child.kill('SIGKILL');
   }
+}
+
+function checkCommand(command: string[]): void {
+  if (command.length === 0 || command.length > MAX_COMMAND_ARGS || command.some((c) => c.length > MAX_COMMAND_ARG || c.includes('\0'))) {
+    throw new HttpError(badRequest(`the command is too long (at most ${MAX_COMMAND_ARGS} arguments of ${MAX_COMMAND_ARG} bytes, no NUL)`));
+  }
+}
+
+/** A channel-4 resize ({"Width":W,"Height":H}); null when malformed, which is ignored as the kubelet does. */
+function parseResize(body: Buffer): Size | null {
+  let size: { Width?: unknown; Height?: unknown };
+  try {
+    size = JSON.parse(body.toString('utf8')) as typeof size;
+  } catch {
+    return null;
+  }
+  const width = Number(size?.Width);
+  const height = Number(size?.Height);
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0 || width > 10_000 || height > 10_000) return null;
+  return { width, height };
+}
+
+function podConditions(ready: boolean, at: string): Array<Record<string, string>> {
+  const status = ready ? 'True' : 'False';
+  return [
+    { type: 'PodScheduled', status: 'True', lastTransitionTime: at },
+    { type: 'Initialized', status: 'True', lastTransitionTime: at },
+    { type: 'ContainersReady', status, lastTransitionTime: at },
+    { type: 'Ready', status, lastTransitionTime: at },
+  ];
+}
+
+function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  return code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1);
+}
+
+/** The Status the kubelet sends on channel 3 when a command ends. */
+function exitStatus(exit: number, command: string[]): Record<string, unknown> {
+  if (exit === 0) return { metadata: {}, status: 'Success' };
+  return {
+    metadata: {},
+    status: 'Failure',
+    message: `command terminated with non-zero exit code: error executing command [${command.join(' ')}], exit code ${exit}`,
+    reason: 'NonZeroExitCode',
+    details: { causes: [{ reason: 'ExitCode', message: String(exit) }] },
+  };
 }
 
 function decodeSegment(s: string): string {

@@ -1,7 +1,8 @@
 // The test Kubernetes API server, driven directly by the real kubectl: listing with server-side
 // Tables, JSON output, watches and followed logs that stream while kubectl runs, delete, secrets,
-// exec over WebSocket (exit codes, piped stdin, an interactive TTY in tmux with resizes), and the
-// server's auth: bearer token, client certificates and recorded impersonation headers.
+// exec over WebSocket (exit codes, piped stdin, an interactive TTY in tmux with resizes), attach
+// to a main process that outlives a detach, and the server's auth: bearer token, client
+// certificates and recorded impersonation headers.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -292,6 +293,56 @@ test('kubectl exec -it gives an interactive shell on a pseudo-terminal that foll
   assert.equal(rec.stdin, true);
   assert.equal(rec.exitCode, 0);
   assert.equal(kube!.activeStreams().execs, 0);
+});
+
+test('kubectl attach -it reaches the main process, which outlives a detach and ends with exit', async (t) => {
+  if (skipped) return t.skip(skipped);
+  kube!.addPod('default', 'console', { command: ['sh'], stdin: true, tty: true });
+  const pod = await kubectl(['get', 'pod', 'console', '-o', 'jsonpath={.spec.containers[0].stdin}/{.spec.containers[0].tty}']);
+  assert.equal(pod.stdout, 'true/true', 'kubectl attach -it sees a container that allocated stdin and a TTY');
+  const attach = [KUBECTL, '--kubeconfig', kubeconfig, 'attach', '-it', 'console'];
+
+  const first = await TmuxTerminal.start(attach, { env: { HOME: home }, width: 100, height: 30 });
+  terms.push(first);
+  await first.waitFor(/If you don't see a command prompt/, 15_000);
+  await waitUntil('the main process started', () => !!kube!.mainProcess('default', 'console')?.pid, 10_000);
+  await first.line('X=kept; echo $((6*7))');
+  await first.waitFor(/^42\s*$/m);
+  assert.ok(kube!.resizes.some((s) => s.pod === 'console' && s.width === 100 && s.height === 30));
+  const pid = kube!.mainProcess('default', 'console')!.pid!;
+  assert.equal(kube!.attaches.at(-1)?.pid, pid);
+
+  // Detach by killing kubectl (its terminal goes away): the main process keeps running.
+  await first.kill();
+  await waitUntil('the server saw the client go', () => kube!.mainProcess('default', 'console')?.attached === 0, 5000);
+  assert.ok(processGroupAlive(pid), 'detaching did not kill the main process');
+  assert.equal(kube!.mainProcess('default', 'console')?.pid, pid);
+
+  const status = path.join(home, 'attach-it.status');
+  const second = await TmuxTerminal.start(['sh', '-c', '"$@"; echo $? > "$0"; exec sleep 600', status, ...attach], { env: { HOME: home }, width: 100, height: 30 });
+  terms.push(second);
+  await second.waitFor(/If you don't see a command prompt/, 15_000);
+  await waitUntil('re-attached', () => kube!.mainProcess('default', 'console')?.attached === 1, 10_000);
+  await second.line('echo "$X again"');
+  await second.waitFor(/^kept again\s*$/m);
+  assert.doesNotMatch(await second.capture(), /^42\s*$/m, 'output from before the attach is not replayed');
+  assert.equal(kube!.attaches.at(-1)?.pid, pid, 'the same process');
+
+  await second.line('exit');
+  await waitUntil('kubectl exited', () => fs.existsSync(status) && fs.readFileSync(status, 'utf8').endsWith('\n'), 10_000);
+  assert.equal(fs.readFileSync(status, 'utf8').trim(), '0');
+  await second.waitFor(/Session ended, resume using 'kubectl attach console -c main -i -t'/);
+  assert.equal(kube!.mainProcess('default', 'console'), undefined);
+  await waitUntil('the main process is gone', () => !processGroupAlive(pid), 5000);
+  assert.equal(kube!.activeStreams().execs, 0);
+  const restarts = await kubectl(['get', 'pod', 'console', '-o', 'jsonpath={.status.containerStatuses[0].restartCount}']);
+  assert.equal(restarts.stdout, '1', 'restartPolicy Always: the exit counts as a restart');
+
+  // A container without stdin cannot be attached to with -i; the reason reaches kubectl.
+  const refused = await kubectl(['attach', '-i', 'web-2']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /container main of pod web-2 does not read stdin/);
+  kube!.deletePod('default', 'console');
 });
 
 test('auth: a wrong token is refused; impersonation headers are recorded', async (t) => {

@@ -232,3 +232,48 @@ test('kubeconfig: a wrong key or a non-kubernetes connection is refused with a c
   const none = await gw.cli(['kubeconfig', 'nope', '--key', botKey]);
   assert.match(none.stderr, /unknown connection "nope"/);
 });
+
+test('attach -it through the gateway: typed input reaches the main process; recorded as a terminal session and exported', async (t) => {
+  if (skipped) return t.skip(skipped);
+  kube!.addPod('default', 'console', { command: ['sh'], stdin: true, tty: true });
+  const status = path.join(home, 'attach-it.status');
+  const argv = [KUBECTL, '--kubeconfig', kubeconfig, 'attach', '-it', 'console'];
+  const term = await TmuxTerminal.start(['sh', '-c', '"$@"; echo $? > "$0"; exec sleep 600', status, ...argv], { env: { HOME: home }, width: 90, height: 25 });
+  terms.push(term);
+  await term.waitFor(/If you don't see a command prompt/, 20_000);
+  for (let i = 0; i < 200 && !kube!.mainProcess('default', 'console')?.pid; i++) await new Promise((r) => setTimeout(r, 50));
+  await term.line('echo attached-$((6*7))');
+  await term.waitFor(/^attached-42\s*$/m);
+  await term.line('exit');
+  for (let i = 0; i < 200 && !(fs.existsSync(status) && fs.readFileSync(status, 'utf8').endsWith('\n')); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(fs.readFileSync(status, 'utf8').trim(), '0');
+  const upstream = kube!.requests.find((q) => q.url.startsWith('/api/v1/namespaces/default/pods/console/attach?'));
+  assert.equal(upstream?.status, 101, 'the cluster saw the attach');
+  assert.equal(upstream?.headers['impersonate-user'], 'bot');
+
+  type Found = { id: string; command: Ev; output: Ev[] };
+  let found = null as Found | null;
+  const journaled = () => !!found?.output.some((o) => JSON.stringify(o.data.cast).includes('attached-42'));
+  for (let i = 0; i < 30 && !journaled(); i++) {
+    for (const s of await allEvents()) {
+      const command = s.events.filter((ev) => ev.type === 'command' && ev.data.kubernetes?.subresource === 'attach').at(-1);
+      if (command) found = { id: s.id, command, output: s.events.filter((ev) => ev.type === 'output' && ev.data.command === command.seq) };
+    }
+    if (!journaled()) await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(found, 'the attach is recorded as a command');
+  assert.equal(found.command.data.kubernetes.name, 'console');
+  const cast = found.output.flatMap((o) => o.data.cast as [number, string, string][]);
+  assert.ok(cast.some(([, code, d]) => code === 'o' && d.includes('attached-42')), 'output recorded');
+  assert.ok(cast.some(([, code, d]) => code === 'i' && d.includes('ech')), 'stdin recorded');
+  // kubectl attach sends the size plus one, then the real size (to force a redraw on re-attach).
+  assert.equal(cast.filter(([, code]) => code === 'r').at(-1)?.[2], '90x25', 'the terminal size recorded');
+
+  const exported = await gw.cli(['sessions', 'export', found.id, '--format', 'asciicast']);
+  assert.equal(exported.code, 0, exported.stderr);
+  const [header, ...frames] = exported.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(header.version, 2);
+  assert.deepEqual([header.width, header.height], [90, 25], 'the size kubectl settled on before the first output');
+  assert.ok(frames.some((f: [number, string, string]) => f[1] === 'o' && f[2].includes('attached-42')), 'the export carries the output');
+  kube!.deletePod('default', 'console');
+});
