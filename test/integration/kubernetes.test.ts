@@ -53,6 +53,15 @@ before(async () => {
           clientCert: { cert: f('client.crt', client.certPem), key: f('client.key', client.keyPem) },
           impersonate: true,
         },
+        {
+          name: 'cluster-masked',
+          type: 'kubernetes',
+          url: kube.url,
+          auth: { bearer: f('token2', TOKEN) },
+          ca: f('ca2.pem', kube.caPem),
+          clientCert: { cert: f('client2.crt', client.certPem), key: f('client2.key', client.keyPem) },
+          mask: { unmaskedGroups: ['breakglass'] },
+        },
       ],
       policy: {
         default: { action: 'allow' },
@@ -63,7 +72,7 @@ before(async () => {
       },
     },
   });
-  botKey = `bot.${await gw.createKey('bot', { kind: 'agent', groups: 'dev,system:masters', connections: 'cluster' })}`;
+  botKey = `bot.${await gw.createKey('bot', { kind: 'agent', groups: 'dev,system:masters', connections: 'cluster,cluster-masked' })}`;
   kubeconfig = path.join(home, 'kubeconfig');
   const r = await gw.cli(['kubeconfig', 'cluster', '--key', botKey, '-o', kubeconfig]);
   assert.equal(r.code, 0, r.stderr);
@@ -276,4 +285,31 @@ test('attach -it through the gateway: typed input reaches the main process; reco
   assert.deepEqual([header.width, header.height], [90, 25], 'the size kubectl settled on before the first output');
   assert.ok(frames.some((f: [number, string, string]) => f[1] === 'o' && f[2].includes('attached-42')), 'the export carries the output');
   kube!.deletePod('default', 'console');
+});
+
+test('a masking connection: exec is refused for masked identities; a break-glass identity sees output as sent, the recording is masked', async (t) => {
+  if (skipped) return t.skip(skipped);
+  const masked = path.join(home, 'kubeconfig-masked');
+  assert.equal((await gw.cli(['kubeconfig', 'cluster-masked', '--key', botKey, '-o', masked])).code, 0);
+  const refused = await runKubectl(masked, home, ['exec', 'web-1', '--', 'echo', 'hi'], { timeoutMs: 60_000 });
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /cannot be masked/);
+
+  const bg = `bg.${await gw.createKey('bg', { kind: 'human', groups: 'breakglass', connections: 'cluster-masked' })}`;
+  const bgConfig = path.join(home, 'kubeconfig-bg');
+  assert.equal((await gw.cli(['kubeconfig', 'cluster-masked', '--key', bg, '-o', bgConfig])).code, 0);
+  const r = await runKubectl(bgConfig, home, ['exec', 'web-1', '--', 'sh', '-c', 'echo mail ann.lee@example.com; echo key AKIAIOSFODNN7EXAMPLE >&2'], { timeoutMs: 60_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /mail ann\.lee@example\.com/);
+  assert.match(r.stderr, /AKIAIOSFODNN7EXAMPLE/);
+  let journal = '';
+  for (let i = 0; i < 30 && !journal.includes('[MASKED:email]'); i++) {
+    journal = JSON.stringify(await allEvents());
+    if (!journal.includes('[MASKED:email]')) await new Promise((res) => setTimeout(res, 200));
+  }
+  assert.match(journal, /mail \[MASKED:email\]/, 'the output is recorded, masked');
+  for (const secret of ['ann.lee@example.com', 'AKIAIOSFODNN7EXAMPLE']) {
+    const at = journal.indexOf(secret);
+    assert.equal(at, -1, `the journal holds ${secret}: …${journal.slice(Math.max(0, at - 300), at + 50)}`);
+  }
 });

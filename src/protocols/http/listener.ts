@@ -22,7 +22,7 @@ import type { Listener } from '../listener.ts';
 import { checkKey } from '../ssh/credentials.ts';
 import { denialRefusal, dialectOf, sendRefusal, type Dialect, type Refusal } from './errors.ts';
 import { llmHooks } from './llm-proxy.ts';
-import { proxyRequest, refuse, Upstreams, type Log, type ProxyContext } from './proxy.ts';
+import { proxyRequest, readableUrlText, refuse, Upstreams, type Log, type ProxyContext } from './proxy.ts';
 import { route, type Route } from './request.ts';
 import { proxyUpgrade, refuseRaw } from './upgrade.ts';
 
@@ -191,7 +191,8 @@ async function admit(ctx: HttpGatewayContext, states: WeakMap<net.Socket, Socket
         ctx.log('http session closed by the gateway', { session: s.id, reason });
         req.socket.destroy();
       };
-      if (masker) s.redact = (text) => masker.maskText(text);
+      // The text is `METHOD /path?query`: masked as read, with escapes decoded.
+      if (masker) s.redact = (text) => masker.maskText(readableUrlText(text));
       return s;
     });
     st.sessions.set(key, sp);

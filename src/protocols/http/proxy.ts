@@ -92,6 +92,27 @@ export function describe(c: HttpConnection, method: string, r: Route, contentTyp
   return { text: `${method} ${r.rest}`, classification: classifyHttp(method, r.path), meta: { http } };
 }
 
+/** A URL part as a person reads it (escapes decoded), so the detectors see `a@b.c`, not `a%40b.c`. */
+export function readableUrlText(s: string): string {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, ' '));
+  } catch {
+    return s;
+  }
+}
+
+/**
+ * Masks what a described request carries into the journal beyond its text (the session masks
+ * that): the query, and the command of a kubectl exec. Binding and forwarding use the original.
+ */
+export function maskDescribed(d: Described, masker: Masker | null): void {
+  if (!masker) return;
+  const http = d.meta.http as { query?: string } | undefined;
+  if (http?.query) http.query = masker.maskText(readableUrlText(http.query));
+  const exec = d.meta.exec as { command?: string[] } | undefined;
+  if (exec?.command) exec.command = exec.command.map((a) => masker.maskText(a));
+}
+
 /** The upstream URL for a route: the connection's base path, then the request's path and query. */
 export function upstreamUrl(c: HttpConnection, r: Route): URL {
   const base = new URL(c.url);
@@ -164,7 +185,7 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     const planned = await llm.plan(r, whole, d);
     if ('refusal' in planned) {
       // Refused before the guard (model, max tokens, budget): recorded all the same, as a block.
-      session.emit('command', { kind: 'http', text: d.text, ...d.meta, verdict: { action: 'block', rule: `llm.${planned.refusal.error}`, reason: planned.refusal.reason } });
+      session.emit('command', { kind: 'http', text: session.redact ? session.redact(d.text) : d.text, ...d.meta, verdict: { action: 'block', rule: `llm.${planned.refusal.error}`, reason: planned.refusal.reason } });
       return refuse(req, res, dialect, planned.status, planned.refusal, planned.headers);
     }
     whole = planned.body;
@@ -179,6 +200,7 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     head = await peekBody(req, 200);
   }
 
+  maskDescribed(d, masker);
   const reqSample = new BodySample(hasBody && isTextual(req.headers['content-type'], req.headers['content-encoding']));
   for (const ch of whole ? [whole] : head) reqSample.push(ch);
   const reqCounts = newCounts();

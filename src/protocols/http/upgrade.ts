@@ -5,14 +5,13 @@
 import http from 'node:http';
 import https from 'node:https';
 import type net from 'node:net';
-import { StringDecoder } from 'node:string_decoder';
 import type { Execution } from '../../session/session.ts';
 import type { CastHeader } from '../../session/asciicast.ts';
-import { resizeData } from '../../session/asciicast.ts';
 import { CastRecorder } from '../../session/cast-recorder.ts';
+import { TerminalRecord } from './terminal-record.ts';
 import { dialectOf, refusalBody, type Dialect, type Refusal } from './errors.ts';
 import { KubeExecObserver, parseExecQuery, type KubeStreamEvent } from './kube-stream.ts';
-import { describe, masksFor, outgoingHeaders, settleVerdict, upstreamUrl, type ProxyContext } from './proxy.ts';
+import { describe, maskDescribed, masksFor, outgoingHeaders, settleVerdict, upstreamUrl, type ProxyContext } from './proxy.ts';
 import type { Route } from './request.ts';
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable' };
@@ -47,13 +46,16 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
   const terminal = isKubeTerminal(ctx, kube?.subresource ?? '', req);
   const exec = terminal ? parseExecQuery(new URLSearchParams(r.query)) : null;
   (d.meta.http as Record<string, unknown>).upgrade = String(req.headers.upgrade ?? '').slice(0, 64);
-  const header: CastHeader | undefined = exec ? { version: 2, width: 80, height: 24, timestamp: Math.floor(Date.now() / 1000), title: exec.command.join(' ').slice(0, 200) || kube?.subresource } : undefined;
   if (exec) d.meta.exec = { command: exec.command, container: exec.container, tty: exec.tty, stdin: exec.stdin };
+  maskDescribed(d, ctx.masker);
+  // The title is the (masked) command line: the recording holds nothing the journal may not.
+  const title = ((d.meta.exec as { command?: string[] } | undefined)?.command ?? []).join(' ').slice(0, 200) || kube?.subresource;
+  const header: CastHeader | undefined = exec ? { version: 2, width: 80, height: 24, timestamp: Math.floor(Date.now() / 1000), title } : undefined;
   if (header) d.meta.cast = header;
 
   // Upgraded streams are not masked: refuse them to identities whose results must be (fail closed).
   if (masksFor(ctx)) {
-    session.emit('command', { kind: 'http', text: d.text, ...d.meta, verdict: { action: 'block', rule: 'connection.mask', reason: 'streams cannot be masked' } });
+    session.emit('command', { kind: 'http', text: session.redact ? session.redact(d.text) : d.text, ...d.meta, verdict: { action: 'block', rule: 'connection.mask', reason: 'streams cannot be masked' } });
     return refuseRaw(sock, dialect, 403, { error: 'unmaskable_stream', reason: `connection "${c.name}" masks results, and upgraded streams (WebSocket, exec, attach) cannot be masked`, hint: 'ask for a group listed in the connection\'s mask.unmaskedGroups, or use requests that return JSON' });
   }
 
@@ -82,11 +84,11 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
   let status = 0;
   let exitCode: number | null | undefined;
   let exitMessage: string | undefined;
-  const recorder = header ? new CastRecorder((cast) => session.emit('output', { command: rec.seq, cast })) : null;
+  const recorder = header ? new TerminalRecord(new CastRecorder((cast) => session.emit('output', { command: rec.seq, cast })), ctx.masker) : null;
   const finish = (outcome: 'ok' | 'error' | 'unknown', error?: string) => {
     if (finished) return;
     finished = true;
-    recorder?.flush();
+    recorder?.end();
     rec.finish({
       status: outcome,
       error: error ? { message: error } : undefined,
@@ -105,21 +107,17 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
     }
     sock.write(responseHead(ures));
     const observer = recorder ? new KubeExecObserver(String(ures.headers['sec-websocket-protocol'] ?? '')) : null;
-    const decoders = new Map<string, StringDecoder>();
     const onEvents = (events: KubeStreamEvent[]) => {
       for (const e of events) {
-        if (e.type === 'stdout' || e.type === 'stderr' || e.type === 'stdin') {
-          let dec = decoders.get(e.type);
-          if (!dec) decoders.set(e.type, (dec = new StringDecoder('utf8')));
-          recorder!.add(e.type === 'stdin' ? 'i' : 'o', dec.write(e.data));
-        } else if (e.type === 'resize') recorder!.add('r', resizeData(e.cols, e.rows));
+        if (e.type === 'stdout' || e.type === 'stderr' || e.type === 'stdin') recorder!.data(e.type, e.data);
+        else if (e.type === 'resize') recorder!.resize(e.cols, e.rows);
         else if (e.type === 'exit') {
           exitCode = e.code;
           exitMessage = e.message;
         } else if (e.type === 'error' && e.fatal) {
           // Fail closed: a terminal the gateway can no longer read is not left running unrecorded.
           ctx.log('kubernetes stream not readable; closed', { session: session.id, error: e.message });
-          recorder!.add('o', `\r\n[gatehouse: stream closed: ${e.message}]\r\n`);
+          recorder!.note(`\r\n[gatehouse: stream closed: ${e.message}]\r\n`);
           sock.destroy();
           usock.destroy();
         }
