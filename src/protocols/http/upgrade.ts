@@ -10,6 +10,7 @@ import type { CastHeader } from '../../session/asciicast.ts';
 import { CastRecorder } from '../../session/cast-recorder.ts';
 import { TerminalRecord } from './terminal-record.ts';
 import { dialectOf, refusalBody, type Dialect, type Refusal } from './errors.ts';
+import { KubeOutputMasker, MASKABLE_SUBPROTOCOLS, maskableOffer } from './kube-mask.ts';
 import { KubeExecObserver, parseExecQuery, type KubeStreamEvent } from './kube-stream.ts';
 import { describe, maskDescribed, masksFor, outgoingHeaders, settleVerdict, upstreamUrl, type ProxyContext } from './proxy.ts';
 import type { Route } from './request.ts';
@@ -53,10 +54,13 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
   const header: CastHeader | undefined = exec ? { version: 2, width: 80, height: 24, timestamp: Math.floor(Date.now() / 1000), title } : undefined;
   if (header) d.meta.cast = header;
 
-  // Upgraded streams are not masked: refuse them to identities whose results must be (fail closed).
-  if (masksFor(ctx)) {
+  // kubectl exec/attach output is masked in flight (kube-mask.ts); other upgraded streams cannot
+  // be: they are refused to identities whose results must be masked (fail closed).
+  const maskOut = masksFor(ctx);
+  const offer = maskOut && terminal ? maskableOffer(req.headers['sec-websocket-protocol']) : null;
+  if (maskOut && !offer) {
     session.emit('command', { kind: 'http', text: session.redact ? session.redact(d.text) : d.text, ...d.meta, verdict: { action: 'block', rule: 'connection.mask', reason: 'streams cannot be masked' } });
-    return refuseRaw(sock, dialect, 403, { error: 'unmaskable_stream', reason: `connection "${c.name}" masks results, and upgraded streams (WebSocket, exec, attach) cannot be masked`, hint: 'ask for a group listed in the connection\'s mask.unmaskedGroups, or use requests that return JSON' });
+    return refuseRaw(sock, dialect, 403, { error: 'unmaskable_stream', reason: `connection "${c.name}" masks results, and this upgraded stream cannot be masked (only kubectl exec/attach over a binary channel protocol can)`, hint: 'ask for a group listed in the connection\'s mask.unmaskedGroups, or use requests that return JSON' });
   }
 
   let rec: Execution;
@@ -76,6 +80,7 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
   headers.upgrade = req.headers.upgrade;
   // An observed stream must stay readable: no permessage-deflate (the recording would be lost).
   if (terminal) delete headers['sec-websocket-extensions'];
+  if (offer) headers['sec-websocket-protocol'] = offer;
   const tlsOpts = target.protocol === 'https:' ? { ca: c.ca, cert: c.clientCert?.cert, key: c.clientCert?.key } : {};
   const up = (target.protocol === 'https:' ? https : http).request(target, { method, headers, agent: false, ...tlsOpts });
   let finished = false;
@@ -105,7 +110,21 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
       usock.destroy();
       return finish('unknown', 'client disconnected');
     }
+    const chosen = String(ures.headers['sec-websocket-protocol'] ?? '');
+    if (offer && !MASKABLE_SUBPROTOCOLS.includes(chosen)) {
+      usock.destroy();
+      finish('error', `the API server chose subprotocol "${chosen.slice(0, 64)}", which cannot be masked`);
+      return refuseRaw(sock, dialect, 502, { error: 'unmaskable_stream', reason: 'the API server chose a stream protocol the gateway cannot mask', hint: 'use kubectl 1.30 or later' });
+    }
     sock.write(responseHead(ures));
+    // Masked: the server's messages are re-framed with stdout/stderr masked; else bytes pass as they are.
+    const masked = offer
+      ? new KubeOutputMasker(ctx.masker!, (b) => sock.write(b), (reason) => {
+          ctx.log('kubernetes stream not maskable; closed', { session: session.id, error: reason });
+          sock.destroy();
+          usock.destroy();
+        })
+      : null;
     const observer = recorder ? new KubeExecObserver(String(ures.headers['sec-websocket-protocol'] ?? '')) : null;
     const onEvents = (events: KubeStreamEvent[]) => {
       for (const e of events) {
@@ -113,7 +132,7 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
         else if (e.type === 'resize') recorder!.resize(e.cols, e.rows);
         else if (e.type === 'exit') {
           exitCode = e.code;
-          exitMessage = e.message;
+          exitMessage = e.message && ctx.masker ? ctx.masker.maskText(e.message) : e.message;
         } else if (e.type === 'error' && e.fatal) {
           // Fail closed: a terminal the gateway can no longer read is not left running unrecorded.
           ctx.log('kubernetes stream not readable; closed', { session: session.id, error: e.message });
@@ -133,7 +152,8 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
     };
     if (uhead.length) {
       fromServer(uhead);
-      sock.write(uhead);
+      if (masked) masked.push(uhead);
+      else sock.write(uhead);
     }
     if (head.length) {
       if (observer) onEvents(observer.fromClient(head));
@@ -141,10 +161,19 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
     }
     usock.on('data', fromServer);
     sock.on('data', fromClient);
-    usock.pipe(sock);
+    if (masked) {
+      usock.on('data', (b: Buffer) => {
+        if (!masked.push(b)) usock.pause();
+      });
+      sock.on('drain', () => usock.resume());
+      usock.once('end', () => {
+        masked.end();
+        sock.end();
+      });
+    } else usock.pipe(sock);
     sock.pipe(usock);
     let ended = false;
-    const end = (why: string) => () => {
+    const end = (why: string) => {
       sock.destroy();
       usock.destroy();
       if (ended) return;
@@ -152,10 +181,17 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
       if (observer) onEvents(observer.end());
       finish(why === 'closed' ? 'ok' : 'error', why === 'closed' ? undefined : why);
     };
-    usock.once('close', end('closed'));
-    sock.once('close', end('closed'));
-    usock.once('error', (e) => end(`upstream stream failed: ${e.message}`)());
-    sock.once('error', (e) => end(`client stream failed: ${e.message}`)());
+    // The upstream closing ends the client's side gracefully, so what is still buffered for the
+    // client (a large output under backpressure) is delivered, not cut; the client closing
+    // ends everything at once.
+    usock.once('close', () => {
+      if (!sock.destroyed && !sock.writableEnded) sock.end();
+      if (sock.destroyed || sock.writableFinished) end('closed');
+      else sock.once('finish', () => end('closed'));
+    });
+    sock.once('close', () => end('closed'));
+    usock.once('error', (e) => end(`upstream stream failed: ${e.message}`));
+    sock.once('error', (e) => end(`client stream failed: ${e.message}`));
   });
   // No upgrade: the upstream answered with a plain response (an error, typically); relay it.
   up.on('response', (ures) => {
