@@ -32,6 +32,7 @@ before(async () => {
   kube = await startKubeApiServer({ token: TOKEN, clientCa: client.caPem, namespaces: ['default', 'prod', 'kube-system'] });
   kube.addPod('default', 'web-1', { labels: { app: 'web' } });
   kube.addPod('prod', 'api-1');
+  kube.addPod('kube-system', 'dns-1');
   kube.addSecret('default', 'db-creds', { username: 'app', password: 'hunter2' });
   home = fs.mkdtempSync(path.join(os.tmpdir(), 'gatehouse-kube-'));
   const f = (name: string, text: string) => {
@@ -68,6 +69,7 @@ before(async () => {
         rules: [
           { name: 'no-secrets', match: { kinds: ['agent'], kubernetes: { verbs: ['get', 'list', 'watch'], resources: ['secrets'] } }, action: 'block', reason: 'agents may not read secrets', hint: 'ask a human' },
           { name: 'prod-deletes', match: { kubernetes: { verbs: ['delete', 'deletecollection'], namespaces: ['prod'] } }, action: 'review', approvers: ['ops'], mode: 'wait', holdFor: '60s' },
+          { name: 'system-deletes', match: { kubernetes: { verbs: ['delete'], namespaces: ['kube-system'] } }, action: 'review', approvers: ['ops'], mode: 'defer' },
         ],
       },
     },
@@ -330,4 +332,22 @@ test('a masking connection: exec output is masked in flight for masked identitie
     const at = journal.indexOf(secret);
     assert.equal(at, -1, `the journal holds ${secret}: …${journal.slice(Math.max(0, at - 300), at + 50)}`);
   }
+});
+
+test('defer mode: kubectl gets 403 with the review id in the Status; once approved, the same delete runs once', async (t) => {
+  if (skipped) return t.skip(skipped);
+  const first = await kubectl(['delete', 'pod', 'dns-1', '-n', 'kube-system', '--wait=false']);
+  assert.notEqual(first.code, 0);
+  const m = /Error from server \(Forbidden\): gatehouse: .*held for approval as review (\S+?)[;: )]/.exec(first.stderr);
+  assert.ok(m, first.stderr);
+  const reviewId = m[1]!;
+  assert.ok(kube!.getPod('kube-system', 'dns-1'), 'not deleted while held');
+  const raw = await kubectl(['delete', 'pod', 'dns-1', '-n', 'kube-system', '--wait=false', '-v=8']);
+  assert.match(raw.stderr, /GatehouseReview/, 'the review id is a Status cause a machine can read');
+  const human = `ops-2.${await gw.createKey('ops-2', { kind: 'human', groups: 'ops', connections: 'cluster' })}`;
+  assert.equal((await gw.cli(['approvals', 'approve', reviewId, '--key', human])).code, 0);
+  const again = await kubectl(['delete', 'pod', 'dns-1', '-n', 'kube-system', '--wait=false']);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /pod "dns-1" deleted/);
+  assert.equal(kube!.getPod('kube-system', 'dns-1'), undefined);
 });

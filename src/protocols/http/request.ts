@@ -6,6 +6,7 @@ import type { HttpConnection } from '../../config/schema.ts';
 import type { Masker } from '../../mask/masker.ts';
 import { mergeCounts, type Counts } from '../../mask/counts.ts';
 import { JsonStreamMasker } from '../../mask/json-stream.ts';
+import { bodyKind } from './body-mask.ts';
 
 /** Bytes of a request or response body kept in the journal. */
 export const SAMPLE_BYTES = 4096;
@@ -122,11 +123,10 @@ export function clientHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders
   return out;
 }
 
-/** Whether a body of this type and encoding is text the journal can keep a sample of. */
+/** Whether a body of this type and encoding is text the journal can keep a sample of (as masking reads it). */
 export function isTextual(contentType: string | undefined, contentEncoding: string | string[] | undefined): boolean {
   if (contentEncoding && contentEncoding !== 'identity') return false;
-  const t = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
-  return /^text\//.test(t) || /^application\/([\w.-]+\+)?(json|xml|x-www-form-urlencoded|javascript|x-ndjson|graphql)$/.test(t);
+  return bodyKind(contentType) !== 'binary';
 }
 
 /** Collects the first SAMPLE_BYTES of a body. */
