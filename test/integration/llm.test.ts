@@ -293,7 +293,8 @@ test('chat completion streams through token by token; the journal has model, pro
 
   const promptTokens = countTokens(`be brief ${prompt}`);
   const completionTokens = countTokens(expected);
-  assert.deepEqual(r.usage, { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens });
+  // The gateway asked for usage for its journal; the client did not, so it does not get the usage-only chunk.
+  assert.equal(r.usage, null, 'the usage chunk the client did not ask for was passed on');
 
   const [call] = await calls(promptIs(prompt));
   assert.equal(call!.identity, 'runner');
@@ -311,6 +312,12 @@ test('chat completion streams through token by token; the journal has model, pro
   assert.equal(res.finishReason, 'stop');
   assert.equal(res.status, 200);
   assert.deepEqual(res.usage, { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens });
+
+  // A client that asks for usage gets it.
+  const asked = await client.ok({ kind: 'chat', key: runner, args: { model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'count me' }] } });
+  const p2 = countTokens('count me');
+  const c2 = countTokens(completionFor('count me'));
+  assert.deepEqual(asked.usage, { prompt_tokens: p2, completion_tokens: c2, total_tokens: p2 + c2 });
 });
 
 test('AWS credentials in a prompt: the model gets them masked, the journal holds neither, the upstream only the upstream key', async () => {

@@ -12,6 +12,8 @@ import { addUsage, reserveTokens, utcDay } from '../../store/llm-usage.ts';
 import type { Refusal } from './errors.ts';
 import { dailyBudgetRefusal, inspectLlmRequest, llmEndpoint, refusalHeaders, type LlmEndpoint, type LlmRefusal } from './llm.ts';
 import { CompletionAssembler } from './llm-stream.ts';
+import { SseUsageFilter } from './sse-usage-filter.ts';
+import type { Transform } from 'node:stream';
 import type { Described } from './proxy.ts';
 import type { Route } from './request.ts';
 
@@ -28,6 +30,8 @@ export interface LlmHooks {
   match(method: string, r: Route): boolean;
   plan(r: Route, body: Buffer, d: Described): Promise<LlmPlan>;
   observe(): LlmObserver | undefined;
+  /** a filter for the response on its way to the client (the usage chunk it did not ask for), or null */
+  clientFilter(contentType: string | undefined): Transform | null;
   /** the call did not reach the model (denied, not recorded): its reservation is returned */
   abandon(): void;
 }
@@ -48,6 +52,7 @@ export function llmHooks(deps: LlmDeps): LlmHooks {
   const { connection: c, masker, session } = deps;
   let endpoint: LlmEndpoint | null = null;
   let stream = false;
+  let usageAdded = false;
   let reserved: number | null = null;
   const day = utcDay();
   const maskText = masker ? (t: string) => masker.maskText(t) : (t: string) => t;
@@ -70,6 +75,7 @@ export function llmHooks(deps: LlmDeps): LlmHooks {
       });
       if (req.refused) return refusalOf(req);
       stream = req.stream;
+      usageAdded = req.includeUsageAdded;
       if (c.maxTokensPerDay !== undefined) {
         const want = req.maxTokens ?? 0;
         const got = await reserveTokens(deps.store.db, session.identity.id, day, want, c.maxTokensPerDay);
@@ -91,6 +97,10 @@ export function llmHooks(deps: LlmDeps): LlmHooks {
       // The approval of a held call binds the exact (masked) body it forwards.
       const params = [`body sha256:${createHash('sha256').update(req.body).digest('hex')} (${req.body.length} bytes)`];
       return { body: req.body, described: { text: d.text, classification, meta: { ...d.meta, llm } }, params };
+    },
+
+    clientFilter(contentType) {
+      return stream && usageAdded && /^text\/event-stream/i.test(contentType ?? '') ? new SseUsageFilter() : null;
     },
 
     abandon() {

@@ -302,9 +302,11 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     // (SSE, a watch, chunked) may be silent for long: its head is sent now.
     if (outHeaders['content-length'] === undefined) res.flushHeaders();
     let src: Readable = ur;
+    const filter = status < 300 ? llm?.clientFilter(ur.headers['content-type']) : null;
+    if (filter) src = ur.pipe(filter);
     if (masking) {
       const t = createBodyMasker(ctx.masker!, kind as 'json' | 'text');
-      ur.pipe(t);
+      src.pipe(t);
       src = t;
       sampleMasker = null; // the sample is taken after masking
       streamCounts = t.counts;
