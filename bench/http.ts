@@ -39,7 +39,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadTlsMaterial } from '../src/util/tls-material.ts';
 import { ROOT, startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { freePort } from '../test/helpers/net.ts';
-import { cpuSeconds, machineCpu, vmRssKb } from './proc.ts';
+import { cpuSeconds, machineCpu, summarizeProfile, vmRssKb } from './proc.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const BODY_BYTES = 1024;
@@ -346,33 +346,6 @@ async function curlStream(name: string, url: string, expectBytes: number, curlAr
   return s;
 }
 
-interface ProfileNode {
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  hitCount?: number;
-}
-
-/** Self time per function of a .cpuprofile, as a share of the non-idle samples. */
-function summarizeProfile(file: string, top = 25): string {
-  const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as { nodes: ProfileNode[] };
-  const self = new Map<string, number>();
-  let total = 0;
-  let idle = 0;
-  for (const n of prof.nodes) {
-    const hits = n.hitCount ?? 0;
-    total += hits;
-    const f = n.callFrame;
-    if (f.functionName === '(idle)') {
-      idle += hits;
-      continue;
-    }
-    const where = f.url.replace(/^file:\/\//, '').replace(/^.*\/node_modules\//, '~/').replace(/^.*\/(src|bench|test)\//, '$1/');
-    const k = `${f.functionName || '(anonymous)'}${where ? ` ${where}:${f.lineNumber + 1}` : ''}`;
-    self.set(k, (self.get(k) ?? 0) + hits);
-  }
-  const busy = Math.max(1, total - idle);
-  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top);
-  return `samples ${total}, idle ${fmt((100 * idle) / Math.max(1, total), 1)}%; self time as % of busy samples:\n${rows.map(([k, h]) => `${fmt((100 * h) / busy, 1).padStart(5)}%  ${k}`).join('\n')}`;
-}
 
 // ---------------------------------------------------------------------------
 // The benchmark

@@ -1,4 +1,5 @@
-// What the benches read from /proc (Linux): a process's CPU time and memory, the machine's load.
+// What the benches read from /proc (Linux): a process's CPU time and memory, the machine's load;
+// and the summary of a CPU profile of the gateway.
 import fs from 'node:fs';
 
 /** User + system CPU seconds of a process so far. */
@@ -17,3 +18,31 @@ export function machineCpu(): { busy: number; total: number } {
 
 /** Resident set size of a process in kB (NaN when it is gone). */
 export const vmRssKb = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+
+interface ProfileNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+
+/** Self time per function of a .cpuprofile, as a share of the non-idle samples. */
+export function summarizeProfile(file: string, top = 25): string {
+  const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as { nodes: ProfileNode[] };
+  const self = new Map<string, number>();
+  let total = 0;
+  let idle = 0;
+  for (const n of prof.nodes) {
+    const hits = n.hitCount ?? 0;
+    total += hits;
+    const f = n.callFrame;
+    if (f.functionName === '(idle)') {
+      idle += hits;
+      continue;
+    }
+    const where = f.url.replace(/^file:\/\//, '').replace(/^.*\/node_modules\//, '~/').replace(/^.*\/(src|bench|test)\//, '$1/');
+    const k = `${f.functionName || '(anonymous)'}${where ? ` ${where}:${f.lineNumber + 1}` : ''}`;
+    self.set(k, (self.get(k) ?? 0) + hits);
+  }
+  const busy = Math.max(1, total - idle);
+  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top);
+  return `samples ${total}, idle ${((100 * idle) / Math.max(1, total)).toFixed(1)}%; self time as % of busy samples:\n${rows.map(([k, h]) => `${((100 * h) / busy).toFixed(1).padStart(5)}%  ${k}`).join('\n')}`;
+}

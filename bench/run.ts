@@ -38,7 +38,7 @@ import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts'
 import { mysqlBench } from './mysql.ts';
 import { sshBench } from './ssh.ts';
 import { httpBench } from './http.ts';
-import { cpuSeconds, machineCpu, vmRssKb } from './proc.ts';
+import { cpuSeconds, machineCpu, summarizeProfile, vmRssKb } from './proc.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,8').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
@@ -300,32 +300,6 @@ process.once('exit', () => {
   return file;
 }
 
-interface ProfileNode {
-  id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  hitCount?: number;
-  children?: number[];
-}
-
-function summarizeProfile(file: string, top = 30): string {
-  const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
-  const self = new Map<string, number>();
-  let total = 0;
-  let idle = 0;
-  for (const n of prof.nodes) {
-    const hits = n.hitCount ?? 0;
-    total += hits;
-    const f = n.callFrame;
-    const short = f.url.replace(/^file:\/\//, '').replace(/^.*\/node_modules\//, '~/').replace(/^.*\/(src|bench|test)\//, '$1/');
-    const key = `${f.functionName || '(anonymous)'} ${short ? `${short}:${f.lineNumber + 1}` : ''}`.trim();
-    if (f.functionName === '(idle)') idle += hits;
-    self.set(key, (self.get(key) ?? 0) + hits);
-  }
-  const busy = total - idle;
-  const rows = [...self].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top);
-  const lines = rows.map(([k, h]) => `${((100 * h) / Math.max(1, busy)).toFixed(1).padStart(5)}%  ${k}`);
-  return `samples: ${total}, idle ${((100 * idle) / Math.max(1, total)).toFixed(1)}%; self time as % of busy samples:\n${lines.join('\n')}`;
-}
 
 // ---------------------------------------------------------------------------
 // Main

@@ -41,28 +41,19 @@ before(async () => {
     return `file:${p}`;
   };
   const httpPort = await freePort();
+  const upstream = {
+    type: 'kubernetes',
+    url: kube.url,
+    auth: { bearer: f('token', TOKEN) },
+    ca: f('ca.pem', kube.caPem),
+    clientCert: { cert: f('client.crt', client.certPem), key: f('client.key', client.keyPem) },
+  };
   gw = await startGateway({
     extra: {
       listen: { api: `127.0.0.1:${await freePort()}`, http: `127.0.0.1:${httpPort}` },
       connections: [
-        {
-          name: 'cluster',
-          type: 'kubernetes',
-          url: kube.url,
-          auth: { bearer: f('token', TOKEN) },
-          ca: f('ca.pem', kube.caPem),
-          clientCert: { cert: f('client.crt', client.certPem), key: f('client.key', client.keyPem) },
-          impersonate: true,
-        },
-        {
-          name: 'cluster-masked',
-          type: 'kubernetes',
-          url: kube.url,
-          auth: { bearer: f('token2', TOKEN) },
-          ca: f('ca2.pem', kube.caPem),
-          clientCert: { cert: f('client2.crt', client.certPem), key: f('client2.key', client.keyPem) },
-          mask: { unmaskedGroups: ['breakglass'] },
-        },
+        { name: 'cluster', ...upstream, impersonate: true },
+        { name: 'cluster-masked', ...upstream, mask: { unmaskedGroups: ['breakglass'] } },
       ],
       policy: {
         default: { action: 'allow' },
