@@ -4,9 +4,11 @@
  * namespaces in memory, server-side Table printing, watches, followed logs, and exec over
  * WebSocket (v5.channel.k8s.io) running the command as a real process, under a pseudo-terminal
  * (util-linux `script`) when a TTY is asked for, and attach to a container's long-running main
- * process, which outlives the clients that attach to it. HTTPS on a loopback port with a self-signed
- * certificate, bearer-token and optional client-certificate auth, and every request recorded
- * so a test can assert what arrived (e.g. the Impersonate-* headers a gateway added).
+ * process, which outlives the clients that attach to it, and port-forward (SPDY/3.1, plain or
+ * tunneled in WebSocket: kube-portforward.ts) to servers the test runs on loopback. HTTPS on a
+ * loopback port with a self-signed certificate, bearer-token and optional client-certificate
+ * auth, and every request recorded so a test can assert what arrived (e.g. the Impersonate-*
+ * headers a gateway added).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
@@ -19,7 +21,8 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { generate } from 'selfsigned';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import { PORTFORWARD_PROTOCOL, TUNNEL_SUBPROTOCOL, servePortForward, type PortForwardRecord, type PortForwardSession } from './kube-portforward.ts';
 import { findBinary, registerEmergencyCleanup } from './postgres.ts';
 
 // ---------------------------------------------------------------------------
@@ -114,6 +117,11 @@ export interface PodSpecInput {
   stdin?: boolean;
   /** spec.containers[].tty: the main process runs on a pseudo-terminal */
   tty?: boolean;
+  /**
+   * the pod's TCP ports: pod port -> a loopback port where the test runs a server, which
+   * `kubectl port-forward` reaches (e.g. { 80: echo.port })
+   */
+  ports?: Record<number, number>;
 }
 
 /** A Kubernetes object as stored and served (open-ended JSON). */
@@ -146,6 +154,8 @@ export interface KubeApiServer {
   resizes: ResizeRecord[];
   execs: ExecRecord[];
   attaches: AttachRecord[];
+  /** one per `kubectl port-forward` session, updated while it runs */
+  portForwards: PortForwardRecord[];
   /** the running main process of a pod's container (default its first), if any */
   mainProcess(namespace: string, pod: string, container?: string): MainProcessInfo | undefined;
   addPod(namespace: string, name: string, spec?: PodSpecInput): KubeObject;
@@ -614,6 +624,10 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
   const resizes: ResizeRecord[] = [];
   const execs: ExecRecord[] = [];
   const attaches: AttachRecord[] = [];
+  const portForwards: PortForwardRecord[] = [];
+  const forwardSessions = new Set<PortForwardSession>();
+  /** pod key -> pod port -> loopback port (PodSpecInput.ports) */
+  const podPorts = new Map<string, Map<number, number>>();
   const mainProcesses = new Map<string, MainProcess>();
   const store = new Map<string, Map<string, KubeObject>>(RESOURCES.map((r) => [resourceKey(r.group, r.name), new Map()]));
   const history: WatchEvent[] = [];
@@ -696,6 +710,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
           ...(spec.command ? { command: [...spec.command] } : {}),
           ...(spec.stdin ? { stdin: true } : {}),
           ...(spec.tty ? { tty: true } : {}),
+          ...(spec.ports ? { ports: Object.keys(spec.ports).map((p) => ({ containerPort: Number(p), protocol: 'TCP' })) } : {}),
         })),
         nodeName: 'node-1',
         restartPolicy: 'Always',
@@ -725,6 +740,11 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     ensureNamespace(namespace);
     const existing = bucket('/pods').get(objKey(namespace, name));
     if (existing) throw new Error(`pod ${namespace}/${name} already exists`);
+    const ports = new Map(Object.entries(spec.ports ?? {}).map(([pod, local]) => [Number(pod), local]));
+    for (const [pod, local] of ports) {
+      if (!Number.isInteger(pod) || pod < 1 || pod > 65535 || !Number.isInteger(local) || local < 1 || local > 65535) throw new Error(`invalid port mapping ${pod} -> ${local}: use TCP port numbers`);
+    }
+    podPorts.set(objKey(namespace, name), ports);
     return put(def('', 'pods'), podObject(namespace, name, spec), 'ADDED');
   }
 
@@ -956,7 +976,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
 
     if (rt.sub !== null) {
       if (rt.r.name === 'pods' && rt.sub === 'log' && method === 'GET') return serveLog(rt, q, res, entry);
-      if (rt.r.name === 'pods' && (rt.sub === 'exec' || rt.sub === 'attach')) {
+      if (rt.r.name === 'pods' && (rt.sub === 'exec' || rt.sub === 'attach' || rt.sub === 'portforward')) {
         return sendJson(res, entry, 400, badRequest('Upgrade request required'));
       }
       return sendJson(res, entry, 404, failure(404, 'NotFound', 'the server could not find the requested resource'));
@@ -1126,6 +1146,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     if (denied) return rejectUpgrade(socket, entry, denied);
     const url = new URL(req.url ?? '/', 'https://127.0.0.1');
     const rt = route(url.pathname);
+    if (rt?.r.name === 'pods' && rt.namespace !== null && rt.name !== null && rt.sub === 'portforward') return upgradePortForward(req, socket, head, entry, rt.namespace, rt.name);
     if (!rt || rt.r.name !== 'pods' || rt.namespace === null || rt.name === null || (rt.sub !== 'exec' && rt.sub !== 'attach')) {
       return rejectUpgrade(socket, entry, failure(404, 'NotFound', 'the server could not find the requested resource'));
     }
@@ -1154,6 +1175,51 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
       if ('command' in params) runExec(ws, rt.namespace!, rt.name!, params);
       else runAttach(ws, rt.namespace!, rt.name!, params);
     });
+  }
+
+  // --- port-forward: SPDY/3.1, plain or tunneled in WebSocket (kube-portforward.ts) -------
+
+  // ws refuses "SPDY/3.1+portforward.k8s.io" as a subprotocol ("/" is not a token character),
+  // so the offer is checked here, hidden from ws, and the answer added to its 101.
+  const forwardWss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE, perMessageDeflate: false });
+  forwardWss.on('headers', (headers) => headers.push(`Sec-WebSocket-Protocol: ${TUNNEL_SUBPROTOCOL}`));
+
+  function upgradePortForward(req: IncomingMessage, socket: Duplex, head: Buffer, entry: RecordedRequest, namespace: string, podName: string): void {
+    const pod = bucket('/pods').get(objKey(namespace, podName));
+    if (!pod) return rejectUpgrade(socket, entry, notFound('pods', podName));
+    const phase = (pod.status as { phase?: string }).phase;
+    if (phase !== 'Running') return rejectUpgrade(socket, entry, badRequest(`pod ${podName} is not running; current phase is ${phase}`));
+    const ports = podPorts.get(objKey(namespace, podName)) ?? new Map<number, number>();
+    const start = (conn: Duplex, transport: PortForwardRecord['transport']) => {
+      const record: PortForwardRecord = { namespace, pod: podName, transport, ports: [], bytesIn: 0, bytesOut: 0, errors: [], closed: false };
+      portForwards.push(record);
+      if (portForwards.length > MAX_RECORDED_REQUESTS) portForwards.shift();
+      const session = servePortForward(conn, { record, uid: pod.metadata.uid, target: (port) => ports.get(port) ?? null });
+      forwardSessions.add(session);
+      conn.on('close', () => forwardSessions.delete(session));
+    };
+    const upgradeTo = (req.headers.upgrade ?? '').toLowerCase();
+    if (upgradeTo === 'websocket') {
+      const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
+      if (!offered.includes(TUNNEL_SUBPROTOCOL)) return rejectUpgrade(socket, entry, badRequest(`offer ${TUNNEL_SUBPROTOCOL} in Sec-WebSocket-Protocol`));
+      delete req.headers['sec-websocket-protocol'];
+      return void forwardWss.handleUpgrade(req, socket, head, (ws) => {
+        entry.status = 101;
+        if (closed) return ws.terminate();
+        start(createWebSocketStream(ws), 'websocket');
+      });
+    }
+    if (upgradeTo === 'spdy/3.1') {
+      const versions = String(req.headers['x-stream-protocol-version'] ?? '').split(',').map((s) => s.trim());
+      if (!versions.includes(PORTFORWARD_PROTOCOL)) return rejectUpgrade(socket, entry, badRequest(`offer ${PORTFORWARD_PROTOCOL} in X-Stream-Protocol-Version`));
+      if (closed) return void socket.destroy();
+      entry.status = 101;
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: ${PORTFORWARD_PROTOCOL}\r\n\r\n`);
+      if (head.length > 0) socket.unshift(head);
+      (socket as Socket).setNoDelay?.(true);
+      return start(socket, 'spdy');
+    }
+    return rejectUpgrade(socket, entry, badRequest(`unsupported upgrade ${JSON.stringify(req.headers.upgrade ?? '')}: port-forward speaks SPDY/3.1, plain or in WebSocket (${TUNNEL_SUBPROTOCOL})`));
   }
 
   interface AttachParams {
@@ -1597,6 +1663,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
 
   const unregister = registerEmergencyCleanup(() => {
     for (const s of sessions) s.kill();
+    for (const f of forwardSessions) f.kill();
     for (const m of mainProcesses.values()) if (m.proc) killTree(m.proc.child);
     fs.rmSync(workDir, { recursive: true, force: true });
   });
@@ -1608,6 +1675,9 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     for (const w of [...watchers]) endWatcher(w);
     for (const f of [...followers]) endFollower(f);
     for (const s of [...sessions]) s.kill();
+    for (const f of [...forwardSessions]) f.kill();
+    for (const c of forwardWss.clients) c.terminate();
+    forwardWss.close();
     for (const m of [...mainProcesses.values()]) killMain(m);
     for (const c of wss.clients) c.terminate();
     wss.close();
@@ -1626,6 +1696,7 @@ export async function startKubeApiServer(opts: KubeApiServerOptions = {}): Promi
     resizes,
     execs,
     attaches,
+    portForwards,
     mainProcess(ns, pod, container) {
       const spec = bucket('/pods').get(objKey(ns, pod))?.spec as { containers?: Array<{ name: string }> } | undefined;
       const m = mainProcesses.get(mainKey(ns, pod, container ?? spec?.containers?.[0]?.name ?? ''));

@@ -6,12 +6,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { findBinary } from '../helpers/postgres.ts';
 import { TmuxTerminal } from '../helpers/tmux.ts';
+import { httpExchange, startHttpEcho } from '../helpers/kube-portforward.ts';
 import {
   KUBECTL,
   generateClientCertificate,
@@ -470,6 +472,34 @@ function rawRequest(server: KubeApiServer, method: string, urlPath: string, head
   });
 }
 
+/** A plain SPDY port-forward upgrade that sends `frames` and returns all it gets until the server closes (bounded). */
+function rawSpdySession(server: KubeApiServer, urlPath: string, frames: Buffer): Promise<{ head: string; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${server.url}${urlPath}`, {
+      method: 'POST',
+      ca: server.caPem,
+      agent: false,
+      timeout: 5000,
+      headers: { authorization: `Bearer ${TOKEN}`, connection: 'Upgrade', upgrade: 'SPDY/3.1', 'x-stream-protocol-version': 'portforward.k8s.io' },
+    });
+    req.on('upgrade', (res, socket, head) => {
+      const chunks: Buffer[] = [head];
+      const timer = setTimeout(() => socket.destroy(new Error('the server did not close the SPDY session within 5 s')), 5000);
+      socket.on('data', (d: Buffer) => chunks.push(d));
+      socket.on('error', (err) => (clearTimeout(timer), reject(err)));
+      socket.on('close', () => {
+        clearTimeout(timer);
+        resolve({ head: `HTTP/1.1 ${res.statusCode} ${res.statusMessage}`, body: Buffer.concat(chunks) });
+      });
+      socket.write(frames);
+    });
+    req.on('response', (res) => reject(new Error(`no upgrade: ${res.statusCode}`)));
+    req.on('timeout', () => req.destroy(new Error('the SPDY upgrade timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 function processGroupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);
@@ -500,3 +530,93 @@ function tmux(term: TmuxTerminal, args: string[]): Promise<string> {
     execFile(findBinary('tmux')!, ['-L', term.socket, ...args], { timeout: 10_000 }, (err, stdout, stderr) => (err ? reject(new Error(`tmux ${args[0]}: ${stderr || err.message}`)) : resolve(stdout)));
   });
 }
+
+test('kubectl port-forward reaches a pod port over SPDY in WebSocket, and over plain SPDY when WebSockets are off', async (t) => {
+  if (skipped) return t.skip(skipped);
+  const echo = await startHttpEcho();
+  const running: ChildProcess[] = [];
+  try {
+    kube!.addPod('default', 'web-fwd', { ports: { 80: echo.port } });
+    const big = randomBytes(1 << 20);
+    const bigSha = createHash('sha256').update(big).digest('hex');
+    for (const mode of ['websocket', 'spdy'] as const) {
+      const before = kube!.requests.length;
+      const env = kubectlEnv(home, mode === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {});
+      const child = spawn(KUBECTL, ['--kubeconfig', kubeconfig, 'port-forward', 'pod/web-fwd', ':80'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(child);
+      running.push(child);
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      await waitUntil(`kubectl port-forward (${mode}) listens; stderr: ${stderr}`, () => /^Forwarding from 127\.0\.0\.1:\d+ -> 80$/m.test(stdout) || child.exitCode !== null, 15_000);
+      const local = Number(/^Forwarding from 127\.0\.0\.1:(\d+) -> 80$/m.exec(stdout)?.[1]);
+      assert.ok(local > 0, `${mode}: no local port; stdout:\n${stdout}\nstderr:\n${stderr}`);
+
+      const first = await httpExchange(local, `/hello-${mode}`);
+      assert.equal(first.status, 200);
+      assert.equal(first.body.toString(), `echo GET /hello-${mode}\n`);
+      const second = await httpExchange(local, '/upload', big);
+      assert.equal(second.status, 200);
+      assert.equal(second.headers['x-echo-bytes'], String(big.length));
+      assert.equal(second.headers['x-echo-sha256'], bigSha, 'the pod got the 1 MB body whole');
+      assert.equal(createHash('sha256').update(second.body).digest('hex'), bigSha, 'and the answer came back whole');
+
+      const seen = kube!.requests.slice(before).filter((q) => q.url === '/api/v1/namespaces/default/pods/web-fwd/portforward');
+      if (mode === 'websocket') {
+        assert.deepEqual(seen.map((q) => [q.method, String(q.headers.upgrade).toLowerCase(), q.status]), [['GET', 'websocket', 101]], 'one tunneled upgrade, no SPDY fallback');
+        assert.match(String(seen[0]!.headers['sec-websocket-protocol']), /SPDY\/3\.1\+portforward\.k8s\.io/);
+      } else {
+        assert.deepEqual(seen.map((q) => [q.method, q.headers.upgrade, q.status]), [['POST', 'SPDY/3.1', 101]]);
+        assert.equal(seen[0]!.headers['x-stream-protocol-version'], 'portforward.k8s.io');
+      }
+      const rec = kube!.portForwards.at(-1)!;
+      assert.equal(rec.transport, mode);
+      assert.equal(rec.pod, 'web-fwd');
+      assert.deepEqual(rec.ports, [80, 80], 'one SPDY stream pair per connection, in one session');
+      assert.ok(rec.bytesIn > big.length && rec.bytesOut > big.length, `bytes both ways: ${rec.bytesIn} in, ${rec.bytesOut} out`);
+      assert.deepEqual(rec.errors, []);
+      assert.match(stdout, /Handling connection for \d+\n[^]*Handling connection for \d+/);
+
+      child.kill('SIGTERM');
+      await waitUntil(`the ${mode} session ended with kubectl`, () => rec.closed, 10_000);
+    }
+    assert.equal(echo.served, 4);
+
+    // A pod port where nothing listens: the error comes back on the error stream and kubectl says so.
+    const child = spawn(KUBECTL, ['--kubeconfig', kubeconfig, 'port-forward', 'pod/web-fwd', ':81'], { env: kubectlEnv(home), stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    running.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    await waitUntil('kubectl port-forward :81 listens', () => /-> 81$/m.test(stdout) || child.exitCode !== null, 15_000);
+    const local = Number(/^Forwarding from 127\.0\.0\.1:(\d+) -> 81$/m.exec(stdout)?.[1]);
+    await assert.rejects(httpExchange(local, '/nobody-home', undefined, 5000));
+    await waitUntil(`kubectl printed the pod's error; stderr: ${stderr}`, () => /error forwarding port 81 to pod web-fwd, uid [-0-9a-f]+: .*connection refused/.test(stderr), 5000);
+    assert.deepEqual(kube!.portForwards.at(-1)!.ports, [81]);
+
+    // Hostile SPDY: a frame claiming 16 MB, and a header block that is not zlib. Each session
+    // ends with GOAWAY (PROTOCOL_ERROR); the server keeps serving.
+    const huge = Buffer.from([0x80, 0x03, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff]);
+    const garbage = Buffer.concat([Buffer.from([0x80, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x1a, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), Buffer.alloc(16, 0xab)]);
+    for (const frame of [huge, garbage]) {
+      const answer = await rawSpdySession(kube!, '/api/v1/namespaces/default/pods/web-fwd/portforward', frame);
+      assert.match(answer.head, /^HTTP\/1\.1 101 /);
+      const goaway = answer.body.indexOf(Buffer.from([0x80, 0x03, 0x00, 0x07]));
+      assert.ok(goaway >= 0, `a GOAWAY frame: ${answer.body.toString('hex')}`);
+      assert.equal(answer.body.readUInt32BE(goaway + 12), 1, 'status PROTOCOL_ERROR');
+    }
+    const hostile = kube!.portForwards.slice(-2);
+    await waitUntil(`both hostile sessions ended: ${JSON.stringify(hostile)}`, () => hostile.every((r) => r.closed));
+    assert.match(hostile[0]!.errors[0] ?? '', /SPDY protocol error: a 16777215-byte frame/);
+    assert.match(hostile[1]!.errors[0] ?? '', /SPDY protocol error: a header block does not decompress/);
+    const still = await kubectl(['get', 'pod', 'web-fwd', '-o', 'name']);
+    assert.equal(still.stdout.trim(), 'pod/web-fwd');
+  } finally {
+    for (const c of running) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    kube!.deletePod('default', 'web-fwd');
+    await echo.close();
+  }
+});

@@ -7,10 +7,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TmuxTerminal } from '../helpers/tmux.ts';
+import { httpExchange, startHttpEcho } from '../helpers/kube-portforward.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
 import { KUBECTL, generateClientCertificate, kubectlEnv, runKubectl, startKubeApiServer, kubeToolsMissing, type KubeApiServer } from '../helpers/kube-apiserver.ts';
@@ -341,4 +343,69 @@ test('defer mode: kubectl gets 403 with the review id in the Status; once approv
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /pod "dns-1" deleted/);
   assert.equal(kube!.getPod('kube-system', 'dns-1'), undefined);
+});
+
+test('port-forward through the gateway (SPDY in WebSocket, and plain SPDY): 1 MB round trips; each session is recorded as a portforward command with bytes both ways', async (t) => {
+  if (skipped) return t.skip(skipped);
+  const echo = await startHttpEcho();
+  const running: ChildProcess[] = [];
+  try {
+    kube!.addPod('default', 'web-fwd', { ports: { 80: echo.port } });
+    const big = randomBytes(1 << 20);
+    const bigSha = createHash('sha256').update(big).digest('hex');
+    for (const mode of ['websocket', 'spdy'] as const) {
+      const before = kube!.requests.length;
+      const env = kubectlEnv(home, mode === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {});
+      const child = spawn(KUBECTL, ['--kubeconfig', kubeconfig, 'port-forward', 'pod/web-fwd', ':80'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(child);
+      running.push(child);
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      for (let i = 0; i < 600 && !/-> 80$/m.test(stdout) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+      const local = Number(/^Forwarding from 127\.0\.0\.1:(\d+) -> 80$/m.exec(stdout)?.[1]);
+      assert.ok(local > 0, `${mode}: no local port; stdout:\n${stdout}\nstderr:\n${stderr}`);
+      for (let i = 0; i < 2; i++) {
+        const small = await httpExchange(local, `/hello-${mode}-${i}`);
+        assert.equal(small.status, 200);
+        assert.equal(small.body.toString(), `echo GET /hello-${mode}-${i}\n`);
+        const r = await httpExchange(local, `/upload-${i}`, big);
+        assert.equal(r.status, 200);
+        assert.equal(r.headers['x-echo-sha256'], bigSha, 'the pod got the 1 MB body whole');
+        assert.equal(createHash('sha256').update(r.body).digest('hex'), bigSha, 'and the answer came back whole');
+      }
+      const upstream = kube!.requests.slice(before).filter((q) => q.url === '/api/v1/namespaces/default/pods/web-fwd/portforward');
+      assert.deepEqual(upstream.map((q) => [q.method, String(q.headers.upgrade).toLowerCase(), q.status]), [mode === 'websocket' ? ['GET', 'websocket', 101] : ['POST', 'spdy/3.1', 101]], 'one upgrade reached the cluster');
+      assert.equal(upstream[0]!.headers['impersonate-user'], 'bot');
+      assert.equal(upstream[0]!.headers.authorization, `Bearer ${TOKEN}`);
+      const rec = kube!.portForwards.at(-1)!;
+      assert.equal(rec.transport, mode);
+      assert.deepEqual(rec.ports, [80, 80, 80, 80]);
+      assert.ok(rec.bytesIn > 2 * big.length && rec.bytesOut > 2 * big.length, `bytes both ways: ${rec.bytesIn} in, ${rec.bytesOut} out`);
+
+      child.kill('SIGTERM');
+      for (let i = 0; i < 200 && !rec.closed; i++) await new Promise((r) => setTimeout(r, 25));
+      assert.ok(rec.closed, 'the session ended with kubectl');
+      let command: Ev | undefined;
+      let result: Ev | undefined;
+      for (let i = 0; i < 30 && !result; i++) {
+        const events = (await allEvents()).flatMap((s) => s.events);
+        command = events.filter((e) => e.type === 'command' && e.data.kubernetes?.subresource === 'portforward' && String(e.data.http?.upgrade).toLowerCase() === (mode === 'websocket' ? 'websocket' : 'spdy/3.1')).at(-1);
+        result = command ? events.find((e) => e.type === 'result' && e.data.command === command!.seq) : undefined;
+        if (!result) await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(command, `the ${mode} port-forward is recorded as a command`);
+      assert.equal(command.data.kubernetes.name, 'web-fwd');
+      assert.ok(result, `the ${mode} port-forward has a result: ${JSON.stringify(command.data)}`);
+      assert.equal(result.data.meta?.status, 101);
+      assert.ok(result.data.bytesIn > 2 * big.length, `bytes in recorded: ${JSON.stringify(result.data)}`);
+      assert.ok(result.data.bytesOut > 2 * big.length, `bytes out recorded: ${JSON.stringify(result.data)}`);
+    }
+    assert.equal(echo.served, 8);
+  } finally {
+    for (const c of running) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    kube!.deletePod('default', 'web-fwd');
+    await echo.close();
+  }
 });

@@ -46,10 +46,10 @@ const TABLE: [string, string, string, KubernetesFacts][] = [
   ['replace deployment', 'PUT', '/apis/apps/v1/namespaces/prod/deployments/api', F('update', 'deployments', { apiGroup: 'apps', namespace: 'prod', name: 'api' })],
   ['scale', 'PATCH', '/apis/apps/v1/namespaces/prod/deployments/api/scale', F('patch', 'deployments', { apiGroup: 'apps', namespace: 'prod', name: 'api', subresource: 'scale' })],
   ['status subresource', 'PUT', '/apis/apps/v1/namespaces/prod/deployments/api/status', F('update', 'deployments', { apiGroup: 'apps', namespace: 'prod', name: 'api', subresource: 'status' })],
-  ['exec via WebSocket (GET)', 'GET', '/api/v1/namespaces/prod/pods/web-1/exec?command=sh&command=-c&command=id&container=app&stdin=true&stdout=true&tty=true', F('get', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'exec' })],
+  ['exec via WebSocket (GET), authorized as create', 'GET', '/api/v1/namespaces/prod/pods/web-1/exec?command=sh&command=-c&command=id&container=app&stdin=true&stdout=true&tty=true', F('create', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'exec' })],
   ['exec via SPDY (POST)', 'POST', '/api/v1/namespaces/prod/pods/web-1/exec?command=id&stdout=true', F('create', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'exec' })],
-  ['attach', 'GET', '/api/v1/namespaces/prod/pods/web-1/attach?stdin=true&stdout=true&tty=true', F('get', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'attach' })],
-  ['port-forward', 'GET', '/api/v1/namespaces/prod/pods/web-1/portforward?ports=8080', F('get', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'portforward' })],
+  ['attach', 'GET', '/api/v1/namespaces/prod/pods/web-1/attach?stdin=true&stdout=true&tty=true', F('create', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'attach' })],
+  ['port-forward', 'GET', '/api/v1/namespaces/prod/pods/web-1/portforward?ports=8080', F('create', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'portforward' })],
   ['eviction (drain)', 'POST', '/api/v1/namespaces/prod/pods/web-1/eviction', F('create', 'pods', { namespace: 'prod', name: 'web-1', subresource: 'eviction' })],
   ['service proxy subresource', 'GET', '/api/v1/namespaces/prod/services/http:web:80/proxy/metrics/x', F('get', 'services', { namespace: 'prod', name: 'http:web:80', subresource: 'proxy' })],
   ['legacy proxy verb takes no subresource', 'GET', '/api/v1/proxy/namespaces/prod/pods/web-1/some/path', F('proxy', 'pods', { namespace: 'prod', name: 'web-1' })],
@@ -164,10 +164,10 @@ test('classifyKube: types, reads/writes references, reason, facts', () => {
   assert.equal(scale.reason, 'patch deployments.apps/api/scale in prod');
 
   const exec = classifyKube(facts('GET', '/api/v1/namespaces/prod/pods/web-1/exec?command=sh'));
-  assert.deepEqual(exec.types, ['k8s.get', 'k8s.exec']);
+  assert.deepEqual(exec.types, ['k8s.create', 'k8s.exec']);
   assert.deepEqual(exec.reads, [], 'a GET that opens a shell is not recorded as a read');
   assert.deepEqual(exec.writes, ['prod/pods/web-1/exec']);
-  assert.equal(exec.reason, 'get pods/web-1/exec in prod');
+  assert.equal(exec.reason, 'create pods/web-1/exec in prod');
 
   const ns = classifyKube(facts('DELETE', '/api/v1/namespaces/prod'));
   assert.equal(ns.reason, 'delete namespaces/prod');

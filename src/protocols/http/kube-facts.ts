@@ -18,6 +18,8 @@ const SPECIAL_VERBS_NO_SUBRESOURCES = new Set(['proxy']);
 /** Subresources of a namespace itself: /api/v1/namespaces/{ns}/status is not a resource named "status". */
 const NAMESPACE_SUBRESOURCES = new Set(['status', 'finalize']);
 
+/** Pod subresources opened as streams, authorized as `create` whatever the method. */
+const STREAM_SUBRESOURCES = new Set(['exec', 'attach', 'portforward']);
 const METHOD_VERBS: Record<string, string> = { POST: 'create', GET: 'get', HEAD: 'get', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
 
 function nonResource(method: string): KubernetesFacts {
@@ -95,6 +97,10 @@ export function kubeFacts(method: string, path: string, query: URLSearchParams):
     if (selected !== null) name = selected;
   }
   if (name === '' && verb === 'delete') verb = 'deletecollection';
+  // kubectl opens exec/attach/portforward as a WebSocket GET (1.30+) or a SPDY POST. The API
+  // server authorizes both as `create` (AuthorizePodWebsocketUpgradeCreatePermission, on by
+  // default since 1.31), and so does the gateway: a rule on `create` cannot be dodged by mode.
+  if (verb === 'get' && resource === 'pods' && STREAM_SUBRESOURCES.has(subresource)) verb = 'create';
 
   return { verb, apiGroup, apiVersion, resource, subresource, namespace, name };
 }
