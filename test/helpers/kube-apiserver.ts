@@ -1816,3 +1816,31 @@ export function kubeToolsMissing(): string | null {
   if (process.env.CI === 'true') throw new Error(`${missing.join(', ')} not installed (required in CI)`);
   return `${missing.join(', ')} not installed`;
 }
+
+export interface PortForwardRun {
+  child: ChildProcess;
+  /** the local port kubectl listens on */
+  local: number;
+  stdout(): string;
+  stderr(): string;
+}
+
+/**
+ * `kubectl port-forward TARGET :REMOTE`, left running once it says where it listens (at most
+ * 15 s). The caller kills `child`.
+ */
+export async function startPortForward(kubeconfig: string, home: string, target: string, remote: number, env: Record<string, string> = {}): Promise<PortForwardRun> {
+  const child = spawn(KUBECTL, ['--kubeconfig', kubeconfig, 'port-forward', target, `:${remote}`], { env: kubectlEnv(home, env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const listening = new RegExp(`^Forwarding from 127\\.0\\.0\\.1:(\\d+) -> ${remote}$`, 'm');
+  for (let i = 0; i < 600 && !listening.test(stdout) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+  const local = Number(listening.exec(stdout)?.[1]);
+  if (!(local > 0)) {
+    child.kill('SIGKILL');
+    throw new Error(`kubectl port-forward ${target} :${remote} did not listen; stdout:\n${stdout}\nstderr:\n${stderr}`);
+  }
+  return { child, local, stdout: () => stdout, stderr: () => stderr };
+}

@@ -20,6 +20,7 @@ import {
   kubectlEnv,
   runKubectl,
   startKubeApiServer,
+  startPortForward,
   kubeToolsMissing,
   writeKubeconfig,
   type KubeApiServer,
@@ -541,17 +542,10 @@ test('kubectl port-forward reaches a pod port over SPDY in WebSocket, and over p
     const bigSha = createHash('sha256').update(big).digest('hex');
     for (const mode of ['websocket', 'spdy'] as const) {
       const before = kube!.requests.length;
-      const env = kubectlEnv(home, mode === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {});
-      const child = spawn(KUBECTL, ['--kubeconfig', kubeconfig, 'port-forward', 'pod/web-fwd', ':80'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const pf = await startPortForward(kubeconfig, home, 'pod/web-fwd', 80, mode === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {});
+      const { child, local } = pf;
       children.push(child);
       running.push(child);
-      let stdout = '';
-      let stderr = '';
-      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      await waitUntil(`kubectl port-forward (${mode}) listens; stderr: ${stderr}`, () => /^Forwarding from 127\.0\.0\.1:\d+ -> 80$/m.test(stdout) || child.exitCode !== null, 15_000);
-      const local = Number(/^Forwarding from 127\.0\.0\.1:(\d+) -> 80$/m.exec(stdout)?.[1]);
-      assert.ok(local > 0, `${mode}: no local port; stdout:\n${stdout}\nstderr:\n${stderr}`);
 
       const first = await httpExchange(local, `/hello-${mode}`);
       assert.equal(first.status, 200);
@@ -576,7 +570,7 @@ test('kubectl port-forward reaches a pod port over SPDY in WebSocket, and over p
       assert.deepEqual(rec.ports, [80, 80], 'one SPDY stream pair per connection, in one session');
       assert.ok(rec.bytesIn > big.length && rec.bytesOut > big.length, `bytes both ways: ${rec.bytesIn} in, ${rec.bytesOut} out`);
       assert.deepEqual(rec.errors, []);
-      assert.match(stdout, /Handling connection for \d+\n[^]*Handling connection for \d+/);
+      assert.match(pf.stdout(), /Handling connection for \d+\n[^]*Handling connection for \d+/);
 
       child.kill('SIGTERM');
       await waitUntil(`the ${mode} session ended with kubectl`, () => rec.closed, 10_000);
@@ -584,17 +578,11 @@ test('kubectl port-forward reaches a pod port over SPDY in WebSocket, and over p
     assert.equal(echo.served, 4);
 
     // A pod port where nothing listens: the error comes back on the error stream and kubectl says so.
-    const child = spawn(KUBECTL, ['--kubeconfig', kubeconfig, 'port-forward', 'pod/web-fwd', ':81'], { env: kubectlEnv(home), stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    running.push(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    await waitUntil('kubectl port-forward :81 listens', () => /-> 81$/m.test(stdout) || child.exitCode !== null, 15_000);
-    const local = Number(/^Forwarding from 127\.0\.0\.1:(\d+) -> 81$/m.exec(stdout)?.[1]);
-    await assert.rejects(httpExchange(local, '/nobody-home', undefined, 5000));
-    await waitUntil(`kubectl printed the pod's error; stderr: ${stderr}`, () => /error forwarding port 81 to pod web-fwd, uid [-0-9a-f]+: .*connection refused/.test(stderr), 5000);
+    const pf81 = await startPortForward(kubeconfig, home, 'pod/web-fwd', 81);
+    children.push(pf81.child);
+    running.push(pf81.child);
+    await assert.rejects(httpExchange(pf81.local, '/nobody-home', undefined, 5000));
+    await waitUntil(`kubectl printed the pod's error; stderr: ${pf81.stderr()}`, () => /error forwarding port 81 to pod web-fwd, uid [-0-9a-f]+: .*connection refused/.test(pf81.stderr()), 5000);
     assert.deepEqual(kube!.portForwards.at(-1)!.ports, [81]);
 
     // Hostile SPDY: a frame claiming 16 MB, and a header block that is not zlib. Each session

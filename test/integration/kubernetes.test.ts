@@ -15,7 +15,7 @@ import { TmuxTerminal } from '../helpers/tmux.ts';
 import { httpExchange, startHttpEcho } from '../helpers/kube-portforward.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
-import { KUBECTL, generateClientCertificate, kubectlEnv, runKubectl, startKubeApiServer, kubeToolsMissing, type KubeApiServer } from '../helpers/kube-apiserver.ts';
+import { KUBECTL, generateClientCertificate, kubectlEnv, runKubectl, startKubeApiServer, startPortForward, kubeToolsMissing, type KubeApiServer } from '../helpers/kube-apiserver.ts';
 
 const TOKEN = 'cluster-token-held-by-gatehouse';
 let skipped: string | null = null;
@@ -355,17 +355,9 @@ test('port-forward through the gateway (SPDY in WebSocket, and plain SPDY): 1 MB
     const bigSha = createHash('sha256').update(big).digest('hex');
     for (const mode of ['websocket', 'spdy'] as const) {
       const before = kube!.requests.length;
-      const env = kubectlEnv(home, mode === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {});
-      const child = spawn(KUBECTL, ['--kubeconfig', kubeconfig, 'port-forward', 'pod/web-fwd', ':80'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const { child, local } = await startPortForward(kubeconfig, home, 'pod/web-fwd', 80, mode === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {});
       children.push(child);
       running.push(child);
-      let stdout = '';
-      let stderr = '';
-      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      for (let i = 0; i < 600 && !/-> 80$/m.test(stdout) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
-      const local = Number(/^Forwarding from 127\.0\.0\.1:(\d+) -> 80$/m.exec(stdout)?.[1]);
-      assert.ok(local > 0, `${mode}: no local port; stdout:\n${stdout}\nstderr:\n${stderr}`);
       for (let i = 0; i < 2; i++) {
         const small = await httpExchange(local, `/hello-${mode}-${i}`);
         assert.equal(small.status, 200);
