@@ -52,7 +52,11 @@ async function bundle() {
     } catch {
       fs.rmSync(tmp, { recursive: true, force: true }); // another process got there first
     }
-    for (const old of fs.readdirSync(cache)) if (old !== path.basename(dir) && !old.endsWith('.tmp')) fs.rmSync(path.join(cache, old), { recursive: true, force: true });
+    // Older builds go after a day: a gateway still running from one loads chunks lazily.
+    for (const old of fs.readdirSync(cache)) {
+      const p = path.join(cache, old);
+      if (old !== path.basename(dir) && Date.now() - fs.statSync(p).mtimeMs > 86_400_000) fs.rmSync(p, { recursive: true, force: true });
+    }
     return entry;
   } catch (e) {
     process.stderr.write(`gatehouse: could not bundle the sources (${e.message.split('\n')[0]}); running them through tsx\n`);
