@@ -39,7 +39,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadTlsMaterial } from '../src/util/tls-material.ts';
 import { ROOT, startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { freePort } from '../test/helpers/net.ts';
-import { cpuSeconds, machineCpu, summarizeProfile, vmRssKb } from './proc.ts';
+import { cpuSeconds, machineCpu, run, summarizeProfile, vmRssKb } from './proc.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const BODY_BYTES = 1024;
@@ -201,26 +201,6 @@ async function loadChild(spec: LoadSpec): Promise<void> {
 // Parent helpers
 // ---------------------------------------------------------------------------
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-function run(bin: string, args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const p = spawn(bin, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.once('error', reject);
-    p.once('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - t0 }));
-  });
-}
-
 
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
@@ -294,7 +274,7 @@ async function load(spec: LoadSpec, upstreamPid: number, gwPid?: number): Promis
   const gw0 = gwPid ? cpuSeconds(gwPid) : 0;
   const up0 = cpuSeconds(upstreamPid);
   const m0 = machineCpu();
-  const r = await run(process.execPath, ['--import', 'tsx', SELF, 'load'], { BENCH_HTTP_ROLE_SPEC: JSON.stringify(spec) });
+  const r = await run(process.execPath, ['--import', 'tsx', SELF, 'load'], { cwd: ROOT, env: { BENCH_HTTP_ROLE_SPEC: JSON.stringify(spec) } });
   const m1 = machineCpu();
   const up = cpuSeconds(upstreamPid) - up0;
   const gw = gwPid ? cpuSeconds(gwPid) - gw0 : 0;
@@ -334,7 +314,7 @@ async function curlStream(name: string, url: string, expectBytes: number, curlAr
       }, 200)
     : null;
   const cpu0 = gwPid ? cpuSeconds(gwPid) : 0;
-  const r = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{speed_download}', ...curlArgs, url]);
+  const r = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{speed_download}', ...curlArgs, url], { cwd: ROOT });
   if (sampler) clearInterval(sampler);
   const cpu = gwPid ? cpuSeconds(gwPid) - cpu0 : 0;
   const [status = '?', size = '0', speed = '0'] = r.stdout.trim().split(' ');
@@ -397,7 +377,7 @@ export async function httpBench(): Promise<boolean> {
 
     // Each target answers 200 with the whole body before anything is timed.
     for (const t of targets) {
-      const r = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', ...t.curl, `${t.base}/1k`]);
+      const r = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', ...t.curl, `${t.base}/1k`], { cwd: ROOT });
       if (r.code !== 0 || r.stdout.trim() !== `200 ${BODY_BYTES}`) throw new Error(`${t.name}: GET /1k answered "${r.stdout.trim()}" (curl exit ${r.code}: ${r.stderr.trim()}); expected "200 ${BODY_BYTES}"`);
     }
     const rssIdleKb = vmRssKb(gwPid);

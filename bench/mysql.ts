@@ -22,7 +22,6 @@
  * "1,8"), BENCH_MYSQL_TABLE_SIZE (default 100000), BENCH_MYSQL_PS_MODE (sysbench --db-ps-mode,
  * default MYSQL_PS_MODE_DEFAULT).
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,7 +30,7 @@ import { generate } from 'selfsigned';
 import { findBinary } from '../test/helpers/postgres.ts';
 import { startMariadb, type MariaServer } from '../test/helpers/mariadb.ts';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
-import { cpuSeconds } from './proc.ts';
+import { cpuSeconds, run } from './proc.ts';
 
 /**
  * How sysbench sends statements: 'disable' = COM_QUERY text; 'auto' = prepared statements
@@ -49,18 +48,6 @@ interface Result {
   errors: number;
   gwUsPerQuery?: number;
   error?: string;
-}
-
-function run(bin: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(bin, args, { cwd: opts.cwd ?? os.tmpdir(), env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.once('error', reject);
-    p.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 const num = (out: string, re: RegExp) => {
@@ -116,7 +103,7 @@ export async function mysqlBench(): Promise<boolean> {
 
     const common = ['oltp_point_select', '--db-driver=mysql', '--tables=1', `--table-size=${TABLE_SIZE}`, '--mysql-db=sbtest'];
     const t0 = performance.now();
-    const prep = await run(sysbench, [...common, `--mysql-socket=${maria.socket}`, '--mysql-user=root', `--mysql-password=${maria.password}`, 'prepare']);
+    const prep = await run(sysbench, [...common, `--mysql-socket=${maria.socket}`, '--mysql-user=root', `--mysql-password=${maria.password}`, 'prepare'], { cwd: dir });
     if (prep.code !== 0) throw new Error(`sysbench prepare failed: ${prep.stderr}${prep.stdout}`);
     console.log(`sysbench prepare: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 

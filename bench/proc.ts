@@ -1,6 +1,39 @@
-// What the benches read from /proc (Linux): a process's CPU time and memory, the machine's load;
-// and the summary of a CPU profile of the gateway.
+// Process plumbing shared by the benches: running a tool and collecting its output, what they
+// read from /proc (Linux: a process's CPU time and memory, the machine's load), and the summary
+// of a CPU profile of the gateway.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+
+export interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface RunOptions {
+  /** added to this process's environment */
+  env?: Record<string, string>;
+  cwd?: string;
+  /** for large outputs that only need to be read by the tool, not kept */
+  stdoutToNull?: boolean;
+}
+
+/** Runs a tool to its end; resolves with its exit code, output and wall time. */
+export function run(bin: string, args: string[], opts: RunOptions = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const devnull = opts.stdoutToNull ? fs.openSync('/dev/null', 'w') : null;
+    const p = spawn(bin, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', devnull ?? 'pipe', 'pipe'] });
+    if (devnull !== null) fs.closeSync(devnull);
+    let stdout = '';
+    let stderr = '';
+    p.stdout?.on('data', (d) => (stdout += d));
+    p.stderr!.on('data', (d) => (stderr += d));
+    p.once('error', reject);
+    p.once('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - t0 }));
+  });
+}
 
 /** User + system CPU seconds of a process so far. */
 export function cpuSeconds(pid: number): number {

@@ -27,7 +27,6 @@
  *   BENCH_HTTP      "1" (default): then the HTTP benchmark (bench/http.ts: autocannon GET 1 KB,
  *                   curl of 1 GiB); "0": skip it; "only": only the HTTP benchmark
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,7 +37,7 @@ import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts'
 import { mysqlBench } from './mysql.ts';
 import { sshBench } from './ssh.ts';
 import { httpBench } from './http.ts';
-import { cpuSeconds, machineCpu, summarizeProfile, vmRssKb } from './proc.ts';
+import { cpuSeconds, machineCpu, run, summarizeProfile, vmRssKb } from './proc.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,8').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
@@ -74,28 +73,6 @@ interface PgbenchResult {
 // ---------------------------------------------------------------------------
 // Process helpers
 // ---------------------------------------------------------------------------
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-function run(bin: string, args: string[], env: Record<string, string> = {}, stdoutToNull = false): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const devnull = stdoutToNull ? fs.openSync('/dev/null', 'w') : null;
-    const p = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', devnull ?? 'pipe', 'pipe'] });
-    if (devnull !== null) fs.closeSync(devnull);
-    let stdout = '';
-    let stderr = '';
-    p.stdout?.on('data', (d) => (stdout += d));
-    p.stderr!.on('data', (d) => (stderr += d));
-    p.once('error', reject);
-    p.once('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - t0 }));
-  });
-}
 
 function need(name: string): string {
   const b = findBinary(name);
@@ -234,7 +211,7 @@ async function pgbench(psqlEnv: Record<string, string>, t: Target, clients: numb
   const args = [...(script ?? ['-S']), '-M', 'extended', '-n', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(seconds), t.conninfo];
   const cpu0 = gwPid ? cpuSeconds(gwPid) : 0;
   const m0 = machineCpu();
-  const r = await run(need('pgbench'), args, { ...psqlEnv, PGPASSWORD: t.password });
+  const r = await run(need('pgbench'), args, { env: { ...psqlEnv, PGPASSWORD: t.password } });
   const m1 = machineCpu();
   const machineBusy = (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total);
   const cpuSec = gwPid ? cpuSeconds(gwPid) - cpu0 : 0;
@@ -263,7 +240,7 @@ interface StreamRun {
 async function streamThrough(env: Record<string, string>, t: Target, label: string, sql: string, gwPid?: number): Promise<StreamRun> {
   const base = gwPid ? vmRssKb(gwPid) : undefined;
   const sampler = gwPid ? sampleRss(gwPid, 100) : null;
-  const r = await run(need('psql'), [t.conninfo, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql], { ...env, PGPASSWORD: t.password }, true);
+  const r = await run(need('psql'), [t.conninfo, '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', sql], { env: { ...env, PGPASSWORD: t.password }, stdoutToNull: true });
   const peak = sampler?.stop();
   const s: StreamRun = { label, ms: r.ms, peakKb: peak?.peakKb, baseKb: base, error: r.code === 0 ? undefined : r.stderr.trim().split('\n').slice(-2).join(' | ') };
   console.log(`  ${s.label}: ${(r.ms / 1000).toFixed(2)} s${peak ? `, gateway VmRSS peak ${mb(peak.peakKb)} MB (before ${mb(base!)} MB, ${peak.samples} samples)` : ''}${s.error ? ` FAILED ${s.error}` : ''}`);
@@ -392,7 +369,7 @@ async function main(): Promise<void> {
 
     // 1. Initialize directly.
     const t0 = performance.now();
-    const init = await run(need('pgbench'), ['-i', '-q', '-s', String(SCALE), targets[0]!.conninfo], { ...env, PGPASSWORD: pgs.password });
+    const init = await run(need('pgbench'), ['-i', '-q', '-s', String(SCALE), targets[0]!.conninfo], { env: { ...env, PGPASSWORD: pgs.password } });
     if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
     console.log(`pgbench -i -s ${SCALE}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 

@@ -13,7 +13,7 @@
  *
  * Environment: BENCH_SSH_MB (file size in MiB, default 1024), BENCH_SSH_CONCURRENT (default 200).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -23,29 +23,7 @@ import ssh2 from 'ssh2';
 import { startGateway, type GatewayUnderTest } from '../test/helpers/gateway.ts';
 import { freePort } from '../test/helpers/net.ts';
 import { sshTarget, SSHD, startSshd, type SshServer } from '../test/helpers/sshd.ts';
-import { cpuSeconds, vmRssKb } from './proc.ts';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-function run(bin: string, args: string[], opts: { stdoutToNull?: boolean } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const devnull = opts.stdoutToNull ? fs.openSync('/dev/null', 'w') : null;
-    const p = spawn(bin, args, { stdio: ['ignore', devnull ?? 'pipe', 'pipe'] });
-    if (devnull !== null) fs.closeSync(devnull);
-    let stdout = '';
-    let stderr = '';
-    p.stdout?.on('data', (d) => (stdout += d));
-    p.stderr!.on('data', (d) => (stderr += d));
-    p.once('error', reject);
-    p.once('close', (code) => resolve({ code, stdout, stderr, ms: performance.now() - t0 }));
-  });
-}
+import { cpuSeconds, run, vmRssKb } from './proc.ts';
 
 const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 

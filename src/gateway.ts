@@ -1,6 +1,6 @@
 // Assembles a running gateway from a validated config: store, signer, journal, guard,
 // session registry, and the listeners. `close()` stops all of it.
-import type { Config } from './config/schema.ts';
+import { isHttpConnection, type Config, type Connection, type MysqlConnection, type PostgresConnection, type SshConnection } from './config/schema.ts';
 import { Guard } from './guard/guard.ts';
 import { loadPostgresParser } from './guard/sql-postgres.ts';
 import { Journal } from './journal/journal.ts';
@@ -82,21 +82,19 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       maxValueBytes: config.journal.maxValueBytes,
     };
 
+    // What every listener's context shares; each adds its own connections and settings.
+    const shared = { store, journal, guard, registry, reviews, maskers, log };
+    const connectionsWhere = <C extends Connection>(is: (c: Connection) => c is C): Map<string, C> => new Map(config.connections.filter(is).map((c) => [c.name, c]));
+
     if (config.listen.postgres && tlsMat) {
       const ctx: PgGatewayContext = {
-        store,
-        journal,
-        guard,
-        registry,
+        ...shared,
         tlsContext: tlsMat.context,
         allowPlaintext: config.tls.allowPlaintext,
         clientAuth: config.postgres.clientAuth,
-        connections: new Map(config.connections.filter((c) => c.type === 'postgres').map((c) => [c.name, c])),
+        connections: connectionsWhere((c): c is PostgresConnection => c.type === 'postgres'),
         cancels: new CancelMap(),
-        maskers,
-        reviews,
         limits,
-        log,
       };
       const [host, port] = splitHostPort(config.listen.postgres, 'listen.postgres');
       const l: Listener = await startPostgresListener(ctx, host, port, config.limits.maxClientConnections);
@@ -105,17 +103,11 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
     }
     if (config.listen.mysql && tlsMat) {
       const ctx: MysqlGatewayContext = {
-        store,
-        journal,
-        guard,
-        registry,
+        ...shared,
         tlsContext: tlsMat.context,
         allowPlaintext: config.tls.allowPlaintext,
-        connections: new Map(config.connections.filter((c) => c.type === 'mysql').map((c) => [c.name, c])),
-        reviews,
+        connections: connectionsWhere((c): c is MysqlConnection => c.type === 'mysql'),
         limits,
-        log,
-        maskers,
       };
       // Loaded only when used: node-sql-parser alone adds tens of MB to every gateway's RSS.
       const { startMysqlListener } = await import('./protocols/mysql/listener.ts');
@@ -135,16 +127,10 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       const [host, port] = splitHostPort(config.listen.ssh, 'listen.ssh');
       const l = await startSshListener(
         {
-          store,
-          journal,
-          guard,
-          registry,
-          reviews,
+          ...shared,
           dataDir: config.dataDir,
-          connections: new Map(config.connections.filter((c) => c.type === 'ssh').map((c) => [c.name, c])),
-          maskers,
+          connections: connectionsWhere((c): c is SshConnection => c.type === 'ssh'),
           limits: { authTimeoutMs: limits.authTimeoutMs, maxValueBytes: limits.maxValueBytes },
-          log,
         },
         host,
         port,
@@ -160,16 +146,10 @@ export async function startGateway(config: Config, log: Log): Promise<Gateway> {
       const [host, port] = splitHostPort(config.listen.http, 'listen.http');
       const l = await startHttpListener(
         {
-          store,
-          journal,
-          guard,
-          registry,
-          reviews,
-          connections: new Map(config.connections.filter((c) => c.type === 'http' || c.type === 'kubernetes' || c.type === 'llm').map((c) => [c.name, c])),
-          maskers,
+          ...shared,
+          connections: connectionsWhere(isHttpConnection),
           tls: { cert: mat.cert, key: mat.key },
           limits: { headersTimeoutMs: limits.authTimeoutMs, requestTimeoutMs: 300_000 },
-          log,
         },
         host,
         port,

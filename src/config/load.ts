@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
-import { configSchema, type Config } from './schema.ts';
+import { configSchema, isHttpConnection, type Config } from './schema.ts';
 import { ConfigError, resolveSecret } from './secrets.ts';
 import { loadPolicy } from '../guard/policy-schema.ts';
 
@@ -60,7 +60,7 @@ export function parseConfig(raw: unknown, configDir: string): Config {
       if (c.privateKey !== undefined) c.privateKey = resolveSecret(c.privateKey, `${field}.privateKey`, configDir);
       if (c.passphrase !== undefined) c.passphrase = resolveSecret(c.passphrase, `${field}.passphrase`, configDir);
     }
-    if ((c.type === 'http' || c.type === 'kubernetes' || c.type === 'llm') && c.auth) {
+    if (isHttpConnection(c) && c.auth) {
       const a = c.auth;
       if ('bearer' in a) a.bearer = resolveSecret(a.bearer, `${field}.auth.bearer`, configDir);
       else if ('basic' in a) a.basic.password = resolveSecret(a.basic.password, `${field}.auth.basic.password`, configDir);

@@ -196,3 +196,8 @@ export type HttpConnection = z.output<typeof httpConnection> | z.output<typeof k
 export type KubernetesConnection = z.output<typeof kubernetesConnection>;
 export type LlmConnection = z.output<typeof llmConnection>;
 export type Connection = PostgresConnection | MysqlConnection | SshConnection | HttpConnection;
+
+/** Connections served by the HTTP listener: plain HTTP, Kubernetes and LLM endpoints. */
+export function isHttpConnection(c: Connection): c is HttpConnection {
+  return c.type === 'http' || c.type === 'kubernetes' || c.type === 'llm';
+}

@@ -437,15 +437,9 @@ class Lexer {
         } else if (s[this.pos + 1] === '"') {
           this.pos += 2;
           this.readDouble(lit, dyn);
-        } else if (this.readDollar()) dyn();
-        else {
-          lit('$');
-          this.pos++;
-        }
-      } else if (c === '`') {
-        this.readBacktick();
-        dyn();
-      } else {
+        } else this.readExpansion(lit, dyn);
+      } else if (c === '`') this.readExpansion(lit, dyn);
+      else {
         if (c === '*' || c === '?' || c === '[') pattern = true;
         if (c === '{') braceOpen = true;
         if (braceOpen && (c === ',' || (c === '.' && s[this.pos + 1] === '.'))) pattern = true;
@@ -479,21 +473,25 @@ class Lexer {
         if (n === '$' || n === '`' || n === '"' || n === '\\') lit(n);
         else if (n !== '\n') lit('\\' + (n ?? ''));
         this.pos += 2;
-      } else if (c === '$') {
-        if (this.readDollar()) dyn();
-        else {
-          lit('$');
-          this.pos++;
-        }
-      } else if (c === '`') {
-        this.readBacktick();
-        dyn();
-      } else {
+      } else if (c === '$' || c === '`') this.readExpansion(lit, dyn);
+      else {
         lit(c);
         this.pos++;
       }
     }
     throw new ShellLexError('unterminated double quote');
+  }
+
+  /** At '$' or '`' (outside single quotes): an expansion makes the word dynamic; a lone '$' is literal. */
+  private readExpansion(lit: (t: string) => void, dyn: () => void): void {
+    if (this.src[this.pos] === '`') {
+      this.readBacktick();
+      dyn();
+    } else if (this.readDollar()) dyn();
+    else {
+      lit('$');
+      this.pos++;
+    }
   }
 
   /** At '$': reads an expansion and returns true, or returns false for a literal '$'. */

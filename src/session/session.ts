@@ -200,6 +200,15 @@ export class Session {
     };
   }
 
+  /**
+   * Records a command the adapter refused before the guard saw it (a profile's limit, a stream
+   * that cannot be masked): a `command` event with a block verdict, its text redacted like any
+   * other. Nothing reached the target, so there is no result.
+   */
+  refused(command: Command, rule: string, reason: string): void {
+    this.emit('command', { kind: command.kind, text: this.redact ? this.redact(command.text) : command.text, ...command.meta, verdict: { action: 'block', rule, reason } });
+  }
+
   /** Records an event that needs no ordering guarantee against the target (e.g. a result). */
   emit(type: NewEvent['type'], data: Record<string, unknown>): void {
     if (this.closed && type !== 'session.close') return;

@@ -24,6 +24,7 @@ import { generate } from 'selfsigned';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import { PORTFORWARD_PROTOCOL, TUNNEL_SUBPROTOCOL, servePortForward, type PortForwardRecord, type PortForwardSession } from './kube-portforward.ts';
 import { findBinary, registerEmergencyCleanup } from './postgres.ts';
+import { unavailable } from './requirements.ts';
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -1811,10 +1812,7 @@ const APPS_GROUP = {
  * missing binary is an error, not a reason to skip.
  */
 export function kubeToolsMissing(): string | null {
-  const missing = [KUBECTL, 'script', 'tmux'].filter((b) => !findBinary(path.basename(b)) && !fs.existsSync(b));
-  if (missing.length === 0) return null;
-  if (process.env.CI === 'true') throw new Error(`${missing.join(', ')} not installed (required in CI)`);
-  return `${missing.join(', ')} not installed`;
+  return unavailable([KUBECTL, 'script', 'tmux'].filter((b) => !findBinary(path.basename(b)) && !fs.existsSync(b)));
 }
 
 export interface PortForwardRun {

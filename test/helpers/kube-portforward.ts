@@ -11,6 +11,7 @@
  * (echoed); SETTINGS, WINDOW_UPDATE, HEADERS, NOOP and GOAWAY are read and ignored. No flow
  * control is enforced (spdystream, kubectl's SPDY library, does not enforce it either).
  */
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
@@ -510,4 +511,20 @@ export function httpExchange(port: number, urlPath: string, body?: Buffer, timeo
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * Through a forwarded port to the echo server: a GET answered with `echo GET /hello-<tag>`, then a
+ * POST of `body` that the echo server received whole (length and sha256) and sent back whole.
+ */
+export async function checkEchoRoundTrip(port: number, tag: string, body: Buffer): Promise<void> {
+  const small = await httpExchange(port, `/hello-${tag}`);
+  assert.equal(small.status, 200);
+  assert.equal(small.body.toString(), `echo GET /hello-${tag}\n`);
+  const sha = createHash('sha256').update(body).digest('hex');
+  const r = await httpExchange(port, `/upload-${tag}`, body);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['x-echo-bytes'], String(body.length));
+  assert.equal(r.headers['x-echo-sha256'], sha, 'the pod got the body whole');
+  assert.equal(createHash('sha256').update(r.body).digest('hex'), sha, 'and the answer came back whole');
 }

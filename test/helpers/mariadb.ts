@@ -13,6 +13,7 @@ import path from 'node:path';
 import { generate } from 'selfsigned';
 import { freePort } from './net.ts';
 import { findBinary, hasExited, registerEmergencyCleanup, tailFile, terminate, type RunAs } from './postgres.ts';
+import { unavailable } from './requirements.ts';
 
 export interface MariaServer {
   host: '127.0.0.1';
@@ -75,19 +76,11 @@ function hasMysqlUser(): boolean {
   }
 }
 
-/**
- * Skips the test when MariaDB is not installed, except in CI, where a missing binary means the
- * environment is broken and silently skipping would hide it. Returns true when the test was
- * skipped (the caller should return). Extra binaries (e.g. 'mysqldump') can be required too.
- */
-export function skipUnlessMariadb(t: { skip(message?: string): void }, ...extraBins: string[]): boolean {
+/** Why the MariaDB tests cannot run here (binaries or the mysql OS user missing), or null; throws in CI. */
+export function mariadbMissing(...extraBins: string[]): string | null {
   const missing: string[] = [...BINARIES, ...extraBins].filter((b) => findBinary(b) === null);
   if (!hasMysqlUser()) missing.push('"mysql" OS user (needed when running as root)');
-  if (missing.length === 0) return false;
-  const msg = `${missing.join(', ')} not installed`;
-  if (process.env.CI === 'true') throw new Error(`${msg} (required in CI)`);
-  t.skip(msg);
-  return true;
+  return unavailable(missing);
 }
 
 function requireBinary(name: string): string {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { generate } from 'selfsigned';
 import { freePort } from './net.ts';
+import { unavailable } from './requirements.ts';
 
 export interface PgServer {
   host: '127.0.0.1';
@@ -127,19 +128,13 @@ function hasServiceUser(): boolean {
   }
 }
 
-/**
- * Skips the test when a binary is missing, except in CI, where a missing
- * binary means the environment is broken and silently skipping would hide
- * it. Returns true when the test was skipped (the caller should return).
- */
+/** Skips the test when a binary (or the postgres OS user) is missing; fails in CI (requirements.ts). */
 export function skipUnlessAvailable(t: { skip(message?: string): void }, ...bins: string[]): boolean {
   const missing = bins.filter((b) => !hasBinary(b));
   if (bins.length > 0 && !hasServiceUser()) missing.push('"postgres" OS user (needed when running as root)');
-  if (missing.length === 0) return false;
-  const msg = `${missing.join(', ')} not installed`;
-  if (process.env.CI === 'true') throw new Error(`${msg} (required in CI)`);
-  t.skip(msg);
-  return true;
+  const why = unavailable(missing);
+  if (why !== null) t.skip(why);
+  return why !== null;
 }
 
 // ---------------------------------------------------------------------------

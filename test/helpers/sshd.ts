@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort, waitForPort } from './net.ts';
 import { registerEmergencyCleanup, terminate } from './postgres.ts';
+import { unavailable } from './requirements.ts';
 
 export const SSHD = '/usr/sbin/sshd';
 
@@ -30,19 +31,12 @@ export interface SshServer {
   stop(): Promise<void>;
 }
 
-/**
- * Skips the test when sshd or the client tools are missing, except in CI, where a missing binary
- * means the environment is broken and silently skipping would hide it. Returns true when skipped.
- */
-export function skipUnlessSshd(t: { skip(message?: string): void }, ...extraBins: string[]): boolean {
+/** Why the SSH tests cannot run here (sshd, ssh, ssh-keygen or extraBins missing), or null; throws in CI. */
+export function sshdMissing(...extraBins: string[]): string | null {
   const missing: string[] = [];
   if (!isExecutable(SSHD)) missing.push(SSHD);
   for (const b of ['ssh', 'ssh-keygen', ...extraBins]) if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) missing.push(b);
-  if (missing.length === 0) return false;
-  const msg = `${missing.join(', ')} not installed`;
-  if (process.env.CI === 'true') throw new Error(`${msg} (required in CI)`);
-  t.skip(msg);
-  return true;
+  return unavailable(missing);
 }
 
 function isExecutable(p: string): boolean {

@@ -6,14 +6,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { findBinary } from '../helpers/postgres.ts';
 import { TmuxTerminal } from '../helpers/tmux.ts';
-import { httpExchange, startHttpEcho } from '../helpers/kube-portforward.ts';
+import { checkEchoRoundTrip, httpExchange, startHttpEcho } from '../helpers/kube-portforward.ts';
 import {
   KUBECTL,
   generateClientCertificate,
@@ -539,7 +539,6 @@ test('kubectl port-forward reaches a pod port over SPDY in WebSocket, and over p
   try {
     kube!.addPod('default', 'web-fwd', { ports: { 80: echo.port } });
     const big = randomBytes(1 << 20);
-    const bigSha = createHash('sha256').update(big).digest('hex');
     for (const mode of ['websocket', 'spdy'] as const) {
       const before = kube!.requests.length;
       const pf = await startPortForward(kubeconfig, home, 'pod/web-fwd', 80, mode === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {});
@@ -547,14 +546,7 @@ test('kubectl port-forward reaches a pod port over SPDY in WebSocket, and over p
       children.push(child);
       running.push(child);
 
-      const first = await httpExchange(local, `/hello-${mode}`);
-      assert.equal(first.status, 200);
-      assert.equal(first.body.toString(), `echo GET /hello-${mode}\n`);
-      const second = await httpExchange(local, '/upload', big);
-      assert.equal(second.status, 200);
-      assert.equal(second.headers['x-echo-bytes'], String(big.length));
-      assert.equal(second.headers['x-echo-sha256'], bigSha, 'the pod got the 1 MB body whole');
-      assert.equal(createHash('sha256').update(second.body).digest('hex'), bigSha, 'and the answer came back whole');
+      await checkEchoRoundTrip(local, mode, big);
 
       const seen = kube!.requests.slice(before).filter((q) => q.url === '/api/v1/namespaces/default/pods/web-fwd/portforward');
       if (mode === 'websocket') {

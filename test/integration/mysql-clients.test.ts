@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { generate } from 'selfsigned';
-import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { mariadbMissing, type MariaServer } from '../helpers/mariadb.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { TmuxTerminal } from '../helpers/tmux.ts';
 import {
@@ -68,8 +68,8 @@ async function admin(sql: string, database = ''): Promise<string> {
 }
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessMariadb(probe, 'tmux', 'mariadb-dump', 'sysbench')) return;
+  skipped = mariadbMissing('tmux', 'mariadb-dump', 'sysbench');
+  if (skipped) return;
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-mysql-clients-'));
   maria = await startMariadbBounded({ ssl: true });
   await admin(

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import mysql from 'mysql2/promise';
-import { skipUnlessMariadb } from '../helpers/mariadb.ts';
+import { mariadbMissing } from '../helpers/mariadb.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { prng } from '../helpers/random.ts';
@@ -536,7 +536,8 @@ async function checkStillServes(gw: GatewayUnderTest, user: string, key: string)
 // ---------------------------------------------------------------------------
 
 test('MySQL hostile clients: ERR or close, bounded time, the gateway keeps serving, memory and fds bounded', { timeout: 10 * 60_000 }, async (t) => {
-  if (skipUnlessMariadb(t)) return;
+  const missing = mariadbMissing();
+  if (missing) return t.skip(missing);
   const maria = await startMariadbBounded({});
   t.after(() => maria.stop());
   const gw = await startGateway({

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import mysql from 'mysql2/promise';
-import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { mariadbMissing, type MariaServer } from '../helpers/mariadb.ts';
 import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 
@@ -28,8 +28,8 @@ const S = {
 };
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessMariadb(probe)) return;
+  skipped = mariadbMissing();
+  if (skipped) return;
   maria = await startMariadbBounded({});
   const admin = await mysql.createConnection({ host: maria.host, port: maria.port, user: 'root', password: maria.password, database: 'test', multipleStatements: true });
   await admin.query(`

@@ -8,7 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Readable } from 'node:stream';
 import mysql from 'mysql2/promise';
-import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { mariadbMissing, type MariaServer } from '../helpers/mariadb.ts';
 import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { encodePacket } from '../../src/protocols/mysql/codec.ts';
@@ -22,8 +22,8 @@ let skipped: string | null = null;
 const keys: Record<string, string> = {};
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessMariadb(probe)) return;
+  skipped = mariadbMissing();
+  if (skipped) return;
   // 64 MB packets, for the 20 MB BLOB test (the default is 16 MB).
   maria = await startMariadbBounded({ serverArgs: ['--max-allowed-packet=64M'] });
   gw = await startGateway({

@@ -8,10 +8,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
-import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { mariadbMissing, type MariaServer } from '../helpers/mariadb.ts';
 import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { findBinary } from '../helpers/postgres.ts';
+import { unavailable } from '../helpers/requirements.ts';
 
 let maria: MariaServer | null = null;
 let gw: GatewayUnderTest | null = null;
@@ -21,8 +22,8 @@ let keyB = '';
 let keyC = '';
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessMariadb(probe)) return;
+  skipped = mariadbMissing();
+  if (skipped) return;
   maria = await startMariadbBounded({});
   gw = await startGateway({
     mysql: true,
@@ -155,10 +156,8 @@ test('a login without a database serves KILL (the CLI’s Ctrl-C path), then bec
 
 test('mariadb CLI: Ctrl-C interrupts a running query through the gateway (tmux)', async (t) => {
   if (!gw) return t.skip(skipped ?? 'no mariadb');
-  if (!findBinary('tmux')) {
-    if (process.env.CI === 'true') throw new Error('tmux not installed (required in CI)');
-    return t.skip('tmux not installed');
-  }
+  const noTmux = unavailable(findBinary('tmux') ? [] : ['tmux']);
+  if (noTmux) return t.skip(noTmux);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gh-kill-'));
   const sock = `gh-kill-${process.pid}`;
   const tmux = (...args: string[]) => spawnSync('tmux', ['-L', sock, ...args], { encoding: 'utf8' });

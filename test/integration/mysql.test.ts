@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import mysql from 'mysql2/promise';
-import { skipUnlessMariadb, type MariaServer } from '../helpers/mariadb.ts';
+import { mariadbMissing, type MariaServer } from '../helpers/mariadb.ts';
 import { startMariadbBounded } from '../helpers/mysql-suite.ts';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 
@@ -15,8 +15,8 @@ let gw: GatewayUnderTest | null = null;
 let skipped: string | null = null;
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessMariadb(probe)) return;
+  skipped = mariadbMissing();
+  if (skipped) return;
   // One after the other, each bounded and retried (see startMariadbBounded).
   maria = await startMariadbBounded({});
   mariaTls = await startMariadbBounded({ ssl: true });

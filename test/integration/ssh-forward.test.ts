@@ -13,7 +13,7 @@ import path from 'node:path';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort, waitForPort } from '../helpers/net.ts';
 import { terminate } from '../helpers/postgres.ts';
-import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, sshdMissing, type SshServer } from '../helpers/sshd.ts';
 
 let sshd: SshServer | null = null;
 let gw: GatewayUnderTest | null = null;
@@ -29,8 +29,8 @@ let skipped: string | null = null;
 
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessSshd(probe)) return;
+  skipped = sshdMissing();
+  if (skipped) return;
   sshd = await startSshd({ allowTcpForwarding: true });
   echo = net.createServer((s) => {
     s.on('error', () => {});

@@ -10,7 +10,7 @@ import path from 'node:path';
 import ssh2 from 'ssh2';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
-import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, sshdMissing, type SshServer } from '../helpers/sshd.ts';
 
 let sshd: SshServer | null = null;
 let gw: GatewayUnderTest | null = null;
@@ -21,8 +21,8 @@ let callerKey = '';
 let skipped: string | null = null;
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessSshd(probe, 'sftp', 'scp')) return;
+  skipped = sshdMissing('sftp', 'scp');
+  if (skipped) return;
   sshd = await startSshd();
   sshPort = await freePort();
   const apiPort = await freePort();

@@ -10,7 +10,7 @@ import ssh2 from 'ssh2';
 import { BIN, startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
 import { findBinary } from '../helpers/postgres.ts';
-import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, sshdMissing, type SshServer } from '../helpers/sshd.ts';
 import { TmuxTerminal } from '../helpers/tmux.ts';
 
 let sshd: SshServer | null = null;
@@ -23,8 +23,8 @@ let skipped: string | null = null;
 const terms: TmuxTerminal[] = [];
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessSshd(probe, 'tmux')) return;
+  skipped = sshdMissing('tmux');
+  if (skipped) return;
   sshd = await startSshd();
   sshPort = await freePort();
   const apiPort = await freePort();

@@ -12,7 +12,7 @@ import ssh2 from 'ssh2';
 import path from 'node:path';
 import { startGateway, type GatewayUnderTest } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
-import { sshTarget, startSshd, skipUnlessSshd, type SshServer } from '../helpers/sshd.ts';
+import { sshTarget, startSshd, sshdMissing, type SshServer } from '../helpers/sshd.ts';
 
 let sshd: SshServer | null = null;
 let gw: GatewayUnderTest | null = null;
@@ -25,8 +25,8 @@ let key = '';
 let skipped: string | null = null;
 
 before(async () => {
-  const probe = { skip: (m?: string) => (skipped = m ?? 'skipped') };
-  if (skipUnlessSshd(probe)) return;
+  skipped = sshdMissing();
+  if (skipped) return;
   sshd = await startSshd();
   sshPort = await freePort();
   apiPort = await freePort();

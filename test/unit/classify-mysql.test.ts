@@ -6,7 +6,7 @@ import path from 'node:path';
 import { type Classification, type CommandClass } from '../../src/guard/classification.ts';
 import { classifyMysql, expandMysqlComments, mysqlServerFromVersion, type MysqlServer } from '../../src/guard/classify-mysql.ts';
 import { PreparedStatements } from '../../src/guard/prepared.ts';
-import { mariadbCli, skipUnlessMariadb, startMariadb } from '../helpers/mariadb.ts';
+import { mariadbCli, mariadbMissing, startMariadb } from '../helpers/mariadb.ts';
 import { findBinary } from '../helpers/postgres.ts';
 
 interface Case {
@@ -398,7 +398,8 @@ test('classification cost', (t) => {
 // The real thing: everything the tools send to a real MariaDB, from its general log.
 
 test('every statement mysqldump, a restore, mariadb-admin and the mariadb CLI send is classified', async (t) => {
-  if (skipUnlessMariadb(t)) return;
+  const missing = mariadbMissing();
+  if (missing) return t.skip(missing);
   const dump = findBinary('mariadb-dump') ?? findBinary('mysqldump');
   if (!dump) {
     if (process.env.CI === 'true') throw new Error('mariadb-dump/mysqldump not installed (required in CI)');

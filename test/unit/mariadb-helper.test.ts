@@ -2,10 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { isPortOpen } from '../helpers/net.ts';
-import { mariadbCli, skipUnlessMariadb, startMariadb } from '../helpers/mariadb.ts';
+import { mariadbCli, mariadbMissing, startMariadb } from '../helpers/mariadb.ts';
 
 test('mariadb with TLS: password auth, TLS only over TCP, clean stop', async (t) => {
-  if (skipUnlessMariadb(t)) return;
+  const missing = mariadbMissing();
+  if (missing) return t.skip(missing);
   const t0 = Date.now();
   const server = await startMariadb({ ssl: true });
   t.diagnostic(`startMariadb({ ssl: true }) took ${Date.now() - t0} ms`);
@@ -64,7 +65,8 @@ test('mariadb with TLS: password auth, TLS only over TCP, clean stop', async (t)
 });
 
 test('mariadb without TLS accepts plaintext TCP', async (t) => {
-  if (skipUnlessMariadb(t)) return;
+  const missing = mariadbMissing();
+  if (missing) return t.skip(missing);
   const server = await startMariadb();
   t.after(() => server.stop());
   assert.equal(server.caCertPem, undefined);

@@ -167,3 +167,41 @@ test('recordings of every protocol replay: MySQL and shell commands are re-class
   // Forwarding is denied unless an allow rule names the flag, under any default.
   assert.equal(r.byRule['default.direct-tcpip']?.block, 1);
 });
+
+test('HTTP and Kubernetes recordings replay with their paths and Kubernetes facts, so path and kubernetes: rules apply', async () => {
+  const at = (data: Record<string, unknown>): RecordedCommand => {
+    seq++;
+    return { seq, ts: new Date(Date.UTC(2025, 0, 3, 0, 0, seq)).toISOString(), session: 'h1', identity: bot, connection: 'api', data: { ...data, verdict: allowed } };
+  };
+  const recorded = [
+    at({ kind: 'http', text: 'GET /admin/users', http: { method: 'GET', path: '/admin/users' }, classification: { class: 'read', types: ['http.get'] } }),
+    at({ kind: 'http', text: 'GET /public', http: { method: 'GET', path: '/public' }, classification: { class: 'read', types: ['http.get'] } }),
+    at({
+      kind: 'http',
+      text: 'DELETE /api/v1/namespaces/prod/pods/web-1',
+      http: { method: 'DELETE', path: '/api/v1/namespaces/prod/pods/web-1' },
+      kubernetes: { verb: 'delete', apiGroup: '', apiVersion: 'v1', resource: 'pods', subresource: '', namespace: 'prod', name: 'web-1' },
+      classification: { class: 'write', types: ['k8s.delete'] },
+    }),
+    at({
+      kind: 'http',
+      text: 'DELETE /api/v1/namespaces/dev/pods/web-2',
+      http: { method: 'DELETE', path: '/api/v1/namespaces/dev/pods/web-2' },
+      kubernetes: { verb: 'delete', apiGroup: '', apiVersion: 'v1', resource: 'pods', subresource: '', namespace: 'dev', name: 'web-2' },
+      classification: { class: 'write', types: ['k8s.delete'] },
+    }),
+  ];
+  const policy = loadPolicy(
+    {
+      default: { action: 'allow' },
+      rules: [
+        { name: 'admin-paths', match: { tables: { read: ['/admin/*'] } }, action: 'block' },
+        { name: 'prod-deletes', match: { kubernetes: { verbs: ['delete'], namespaces: ['prod'] } }, action: 'review', approvers: ['ops'] },
+      ],
+    },
+    '/',
+  );
+  const r = await simulate(recorded, policy, groups);
+  assert.equal(r.byRule['admin-paths']!.block, 1, 'only /admin/users');
+  assert.equal(r.byRule['prod-deletes']!.review, 1, 'only the delete in prod');
+});

@@ -41,11 +41,11 @@ export class Upstreams {
 }
 
 /**
- * Reads up to `max` bytes of the request body (or until it ends, or `waitMs` passes) so the command
+ * Reads up to SAMPLE_BYTES of the request body (or until it ends, or `waitMs` passes) so the command
  * event can carry a sample; the chunks read are forwarded first. A client that sends its body
  * slowly is not held up longer than `waitMs`.
  */
-export function peekBody(req: http.IncomingMessage, waitMs: number, max = SAMPLE_BYTES): Promise<Buffer[]> {
+function peekBody(req: http.IncomingMessage, waitMs: number): Promise<Buffer[]> {
   const chunks: Buffer[] = [];
   if (req.readableEnded) return Promise.resolve(chunks);
   return new Promise((resolve) => {
@@ -61,7 +61,7 @@ export function peekBody(req: http.IncomingMessage, waitMs: number, max = SAMPLE
     const onData = (c: Buffer) => {
       chunks.push(c);
       size += c.length;
-      if (size >= max) done();
+      if (size >= SAMPLE_BYTES) done();
     };
     const timer = setTimeout(done, waitMs);
     req.on('data', onData);
@@ -115,9 +115,8 @@ export function maskDescribed(d: Described, masker: Masker | null): void {
 
 /** The upstream URL for a route: the connection's base path, then the request's path and query. */
 export function upstreamUrl(c: HttpConnection, r: Route): URL {
-  const base = new URL(c.url);
-  const target = new URL(base.href);
-  target.pathname = base.pathname.replace(/\/+$/, '') + r.rest.split('?')[0];
+  const target = new URL(c.url);
+  target.pathname = target.pathname.replace(/\/+$/, '') + r.rest.split('?')[0];
   target.search = r.query ? `?${r.query}` : '';
   return target;
 }
@@ -137,11 +136,10 @@ export function masksFor(ctx: ProxyContext): boolean {
 }
 
 /** The bytes of a body whole, up to `max`; null when it is larger. */
-function readWhole(req: http.IncomingMessage, first: Buffer[], max: number): Promise<Buffer | null> {
-  let size = first.reduce((n, b) => n + b.length, 0);
-  const chunks = [...first];
-  if (size > max) return Promise.resolve(null);
-  if (req.readableEnded) return Promise.resolve(Buffer.concat(chunks));
+function readWhole(req: http.IncomingMessage, max: number): Promise<Buffer | null> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
   return new Promise((resolve) => {
     const onData = (d: Buffer) => {
       size += d.length;
@@ -171,6 +169,7 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
   const dialect = dialectOf(c);
   const method = req.method ?? 'GET';
   const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  const textBody = hasBody && isTextual(req.headers['content-type'], req.headers['content-encoding']);
 
   const llm = ctx.llm?.match(method, r) ? ctx.llm : undefined;
   let head: Buffer[] = [];
@@ -180,12 +179,12 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
   if (llm) {
     // Prompts are checked (and masked) whole before anything reaches the model.
     const max = c.type === 'llm' ? c.maxRequestBytes : REVIEW_BODY_MAX;
-    whole = await readWhole(req, [], max);
+    whole = await readWhole(req, max);
     if (!whole) return refuse(req, res, dialect, 413, { error: 'request_too_large', reason: `the request body is over ${max} bytes`, hint: 'send a smaller prompt, or raise maxRequestBytes on the connection' });
     const planned = await llm.plan(r, whole, d);
     if ('refusal' in planned) {
       // Refused before the guard (model, max tokens, budget): recorded all the same, as a block.
-      session.emit('command', { kind: 'http', text: session.redact ? session.redact(d.text) : d.text, ...d.meta, verdict: { action: 'block', rule: `llm.${planned.refusal.error}`, reason: planned.refusal.reason } });
+      session.refused({ kind: 'http', text: d.text, meta: d.meta }, `llm.${planned.refusal.error}`, planned.refusal.reason);
       return refuse(req, res, dialect, planned.status, planned.refusal, planned.headers);
     }
     whole = planned.body;
@@ -193,15 +192,15 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     params = planned.params;
   } else if (hasBody && session.check({ kind: 'http', text: d.text, meta: d.meta }, d.classification).action === 'review') {
     // An approval must bind the body too, or approving `POST /transfers` would let any body through.
-    whole = await readWhole(req, [], REVIEW_BODY_MAX);
+    whole = await readWhole(req, REVIEW_BODY_MAX);
     if (!whole) return refuse(req, res, dialect, 413, { error: 'request_too_large', reason: `a request held for review may have a body of at most ${REVIEW_BODY_MAX} bytes`, hint: 'send a smaller body' });
     params = [`body sha256:${createHash('sha256').update(whole).digest('hex')} (${whole.length} bytes)`];
-  } else if (hasBody && isTextual(req.headers['content-type'], req.headers['content-encoding'])) {
+  } else if (textBody) {
     head = await peekBody(req, 200);
   }
 
   maskDescribed(d, masker);
-  const reqSample = new BodySample(hasBody && isTextual(req.headers['content-type'], req.headers['content-encoding']));
+  const reqSample = new BodySample(textBody);
   for (const ch of whole ? [whole] : head) reqSample.push(ch);
   const reqCounts = newCounts();
   const sampleIn = reqSample.text(masker, reqCounts, bodyKind(req.headers['content-type']) === 'json');
@@ -272,14 +271,9 @@ export async function proxyRequest(ctx: ProxyContext, req: http.IncomingMessage,
     }
     req.on('data', (b: Buffer) => (bytesIn += b.length));
     // No body: end now, so the request head goes out in one write instead of waiting for 'end'.
-    if (req.readableEnded || !hasBody) {
-      req.resume();
-      up.end();
-    }
-    else {
-      req.pipe(up);
-      req.resume();
-    }
+    if (req.readableEnded || !hasBody) up.end();
+    else req.pipe(up);
+    req.resume();
   }
 
   up.on('response', (ur) => {

@@ -59,7 +59,7 @@ export async function proxyUpgrade(ctx: ProxyContext, req: http.IncomingMessage,
   const maskOut = masksFor(ctx);
   const offer = maskOut && terminal ? maskableOffer(req.headers['sec-websocket-protocol']) : null;
   if (maskOut && !offer) {
-    session.emit('command', { kind: 'http', text: session.redact ? session.redact(d.text) : d.text, ...d.meta, verdict: { action: 'block', rule: 'connection.mask', reason: 'streams cannot be masked' } });
+    session.refused({ kind: 'http', text: d.text, meta: d.meta }, 'connection.mask', 'streams cannot be masked');
     return refuseRaw(sock, dialect, 403, { error: 'unmaskable_stream', reason: `connection "${c.name}" masks results, and this upgraded stream cannot be masked (only kubectl exec/attach over a binary channel protocol can)`, hint: 'ask for a group listed in the connection\'s mask.unmaskedGroups, or use requests that return JSON' });
   }
 

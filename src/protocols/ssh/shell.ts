@@ -67,7 +67,7 @@ export async function runShell(ctx: ShellContext, ch: ssh2.ServerChannel, req: S
   const { session } = ctx;
   if (!ctx.shellAllowed) {
     const reason = `connection "${session.connection}" allows commands only (exec), not interactive shells`;
-    session.emit('command', { kind: 'shell', text: SHELL_TEXT, channel: 'shell', verdict: { action: 'block', rule: 'connection.shell', reason } });
+    session.refused({ kind: 'shell', text: SHELL_TEXT, meta: { channel: 'shell' } }, 'connection.shell', reason);
     return refuse(ch, `gatehouse: ${reason}; run a command instead: ssh ${session.connection}@GATEWAY 'COMMAND'`, DENIED_STATUS);
   }
   const pty = req.pty ?? null;
